@@ -1,0 +1,41 @@
+"""cotracker3: dense, long-range 2D point tracking with CoTracker3.
+
+The public contract::
+
+    import cotracker3
+    model = cotracker3.build_model("cotracker3-offline")   # architecture only, no I/O
+    model.load_state_dict(sd, strict=True)                  # or cotracker3.from_pretrained(...)
+    coords, vis, conf = model(video, queries, iters=4)[:3]  # video (B,T,3,H,W) 0..255, queries (B,N,3)
+    out = cotracker3.Predictor(model)(video, grid_size=20)  # out.tracks (B,T,N,2) px, out.visibility, out.confidence
+    online = cotracker3.OnlinePredictor(cotracker3.build_model("cotracker3-online"))
+
+Modules: :mod:`~cotracker3.model` (the architecture), :mod:`~cotracker3.predictor`
+(pre/post-processing, offline and streaming trackers), :mod:`~cotracker3.weights`
+(registry, cache, download, safe loading), :mod:`~cotracker3.errors`.
+"""
+
+from cotracker3.errors import CheckpointError, CoTrackerError, InputError, QueryError, WeightsUnavailableError
+from cotracker3.model import CoTracker3Offline, CoTracker3Online, ModelOutput, build_model
+from cotracker3.predictor import OnlinePredictor, Predictor, TrackingResult, grid_points
+from cotracker3.weights import REGISTRY, cache_dir, from_pretrained, load_checkpoint, resolve_weights
+
+__all__ = [
+    "build_model",
+    "from_pretrained",
+    "load_checkpoint",
+    "resolve_weights",
+    "cache_dir",
+    "REGISTRY",
+    "CoTracker3Offline",
+    "CoTracker3Online",
+    "ModelOutput",
+    "Predictor",
+    "OnlinePredictor",
+    "TrackingResult",
+    "grid_points",
+    "CoTrackerError",
+    "CheckpointError",
+    "InputError",
+    "QueryError",
+    "WeightsUnavailableError",
+]

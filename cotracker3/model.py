@@ -1,0 +1,705 @@
+"""The CoTracker3 architecture (Karaev et al., 2024, arXiv 2410.11831).
+
+Read top-down: helper functions, small modules (CNN encoder, attention
+blocks, the update transformer), then the tracker itself in its two forms:
+
+* :class:`CoTracker3Offline` sees the whole video in one window and tracks
+  every query through all of it;
+* :class:`CoTracker3Online` sees ``window_len`` frames at a time, slides by
+  ``window_len // 2`` and carries its state from window to window
+  (:class:`OnlineState`), so videos of any length stream through it.
+
+Both take frames already resized to ``model_resolution`` (the predictors in
+:mod:`cotracker3.predictor` do that and map results back to the caller's
+pixels). Parameter names and shapes are those of the published checkpoints,
+so ``load_state_dict(published, strict=True)`` works.
+
+Conventions: pixel coordinates are ``(x, y)`` with ``(0, 0)`` the centre of
+the top-left pixel; queries are ``(t, x, y)``; visibility and confidence are
+logits inside the model and probabilities at its outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# --------------------------------------------------------------------------
+# Helper functions
+# --------------------------------------------------------------------------
+
+
+def sincos_time_embedding(dim: int, length: int) -> Tensor:
+    """1-D sine-cosine embedding of frame indices ``0 .. length - 1``.
+
+    Returns:
+        ``(1, length, dim)`` float32: ``[sin(t * w_k) for k] + [cos(t * w_k) for k]``
+        with ``w_k = 10000 ** (-k / (dim / 2))``, computed in float64.
+    """
+    if dim % 2:
+        raise ValueError(f"embedding dimension must be even, got {dim}")
+    omega = torch.arange(dim // 2, dtype=torch.float64) / (dim / 2.0)
+    omega = 1.0 / 10000**omega
+    t = torch.arange(length, dtype=torch.float32).to(torch.float64)
+    angles = t[:, None] * omega[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)[None].float()
+
+
+def fourier_encode(x: Tensor, num_freqs: int = 10) -> Tensor:
+    """Concatenate ``x`` with ``sin`` and ``cos`` of ``x * 2**k``, ``k < num_freqs``.
+
+    Shape:
+        ``x``: ``(..., D)`` -> ``(..., D + 2 * D * num_freqs)``. The sines come
+        first, frequency-major (all D values at 2**0, then at 2**1, ...),
+        then the cosines in the same order.
+    """
+    scales = 2.0 ** torch.arange(num_freqs, dtype=x.dtype, device=x.device)
+    xb = (x[..., None, :] * scales[:, None]).flatten(-2)
+    return torch.cat([x, torch.sin(torch.cat([xb, xb + 0.5 * math.pi], dim=-1))], dim=-1)
+
+
+def patch_offsets(radius: int, device=None, dtype=torch.float32) -> Tensor:
+    """Integer offsets of a ``(2r+1) x (2r+1)`` patch, ``(K, 2)`` as ``(dx, dy)``.
+
+    The order is x-major: entry ``a * (2r+1) + b`` is ``(a - r, b - r)``. The
+    published correlation MLP was trained with this order.
+    """
+    d = torch.arange(-radius, radius + 1, device=device, dtype=dtype)
+    dx, dy = torch.meshgrid(d, d, indexing="ij")
+    return torch.stack([dx, dy], dim=-1).reshape(-1, 2)
+
+
+def normalize_coords(xy: Tensor, width: int, height: int) -> Tensor:
+    """Pixel ``(x, y)`` to ``grid_sample``'s ``[-1, 1]`` with ``align_corners=True``."""
+    scale = xy.new_tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)])
+    return xy * scale - 1.0
+
+
+def sample_patches(fmaps: Tensor, centers: Tensor, radius: int) -> Tensor:
+    """Bilinearly sample a patch of features around points, frame by frame.
+
+    Args:
+        fmaps: ``(F, C, h, w)`` feature maps, one per frame.
+        centers: ``(F, N, 2)`` patch centres in feature-map pixels ``(x, y)``.
+        radius: patch radius ``r``; patches hold ``K = (2r+1)**2`` samples.
+
+    Returns:
+        ``(F, C, N, K)``. Outside the map the border value is repeated.
+    """
+    n_frames, _, h, w = fmaps.shape
+    grid = centers[:, :, None, :] + patch_offsets(radius, centers.device, centers.dtype)
+    grid = normalize_coords(grid, w, h)
+    return F.grid_sample(fmaps, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def sample_at_frames(fmaps: Tensor, frames: Tensor, centers: Tensor, radius: int) -> Tensor:
+    """Sample a feature patch around each query at the query's own frame.
+
+    Args:
+        fmaps: ``(B, T, C, h, w)``.
+        frames: ``(B, N)`` integer frame index of each query (clamped to the video).
+        centers: ``(B, N, 2)`` query positions in feature-map pixels.
+        radius: patch radius.
+
+    Returns:
+        ``(B, N, K, C)`` features, ``K = (2r+1)**2`` in :func:`patch_offsets` order.
+    """
+    B, T, C, h, w = fmaps.shape
+    offsets = patch_offsets(radius, centers.device, centers.dtype)
+    xy = normalize_coords(centers[:, :, None, :] + offsets, w, h)  # B N K 2
+    t = frames.clamp(0, T - 1).to(centers.dtype) * (2.0 / max(T - 1, 1)) - 1.0
+    t = t[:, :, None, None].expand(-1, -1, offsets.shape[0], 1)
+    grid = torch.cat([xy, t], dim=-1)[:, :, :, None, :]  # B N K 1 3, (x, y, t)
+    out = F.grid_sample(
+        fmaps.transpose(1, 2), grid, mode="bilinear", padding_mode="border", align_corners=True
+    )  # B C N K 1
+    return out[..., 0].permute(0, 2, 3, 1)
+
+
+# --------------------------------------------------------------------------
+# Small modules
+# --------------------------------------------------------------------------
+
+
+class Mlp(nn.Module):
+    """Two linear layers with a GELU between them."""
+
+    def __init__(self, in_features: int, hidden_features: int, out_features: int, approximate: str = "none"):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = nn.GELU(approximate=approximate)
+        self.fc2 = nn.Linear(hidden_features, out_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 convolutions with instance norm, optional strided 1x1 shortcut."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, padding=1, stride=stride)
+        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, padding=1)
+        self.norm1 = nn.InstanceNorm2d(planes)
+        self.norm2 = nn.InstanceNorm2d(planes)
+        self.downsample = None
+        if stride != 1:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_planes, planes, kernel_size=1, stride=stride), nn.InstanceNorm2d(planes)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.relu(self.norm1(self.conv1(x)))
+        y = F.relu(self.norm2(self.conv2(y)))
+        if self.downsample is not None:
+            x = self.downsample(x)
+        return F.relu(x + y)
+
+
+class BasicEncoder(nn.Module):
+    """The CNN feature encoder: four residual stages fused at ``1 / stride`` resolution.
+
+    Shape:
+        ``(F, 3, H, W)`` in ``[-1, 1]`` -> ``(F, output_dim, H / stride, W / stride)``.
+    """
+
+    def __init__(self, input_dim: int = 3, output_dim: int = 128, stride: int = 4):
+        super().__init__()
+        self.stride = stride
+        half, three_q = output_dim // 2, output_dim // 4 * 3
+        self.conv1 = nn.Conv2d(input_dim, half, kernel_size=7, stride=2, padding=3)
+        self.norm1 = nn.InstanceNorm2d(half)
+        self.layer1 = nn.Sequential(ResidualBlock(half, half, 1), ResidualBlock(half, half))
+        self.layer2 = nn.Sequential(ResidualBlock(half, three_q, 2), ResidualBlock(three_q, three_q))
+        self.layer3 = nn.Sequential(ResidualBlock(three_q, output_dim, 2), ResidualBlock(output_dim, output_dim))
+        self.layer4 = nn.Sequential(ResidualBlock(output_dim, output_dim, 2), ResidualBlock(output_dim, output_dim))
+        self.conv2 = nn.Conv2d(half + three_q + 2 * output_dim, output_dim * 2, kernel_size=3, padding=1)
+        self.norm2 = nn.InstanceNorm2d(output_dim * 2)
+        self.conv3 = nn.Conv2d(output_dim * 2, output_dim, kernel_size=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        size = (x.shape[-2] // self.stride, x.shape[-1] // self.stride)
+        x = F.relu(self.norm1(self.conv1(x)))
+        feats = []
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = layer(x)
+            feats.append(F.interpolate(x, size, mode="bilinear", align_corners=True))
+        x = F.relu(self.norm2(self.conv2(torch.cat(feats, dim=1))))
+        return self.conv3(x)
+
+
+class Attention(nn.Module):
+    """Multi-head (cross-)attention through ``scaled_dot_product_attention``."""
+
+    def __init__(self, query_dim: int, context_dim: int | None = None, num_heads: int = 8, dim_head: int = 48):
+        super().__init__()
+        inner = dim_head * num_heads
+        self.heads = num_heads
+        self.to_q = nn.Linear(query_dim, inner)
+        self.to_kv = nn.Linear(context_dim or query_dim, 2 * inner)
+        self.to_out = nn.Linear(inner, query_dim)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        context = x if context is None else context
+        B, n_q, _ = x.shape
+        q = self.to_q(x).unflatten(-1, (self.heads, -1)).transpose(1, 2)
+        k, v = self.to_kv(context).unflatten(-1, (2, self.heads, -1)).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.to_out(out.transpose(1, 2).reshape(B, n_q, -1))
+
+
+class AttnBlock(nn.Module):
+    """Pre-norm self-attention block with a tanh-GELU MLP."""
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(hidden_size, num_heads=num_heads, dim_head=hidden_size // num_heads)
+        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio), hidden_size, approximate="tanh")
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class CrossAttnBlock(nn.Module):
+    """Pre-norm cross-attention block: ``x`` attends to ``context``."""
+
+    def __init__(self, hidden_size: int, context_dim: int, num_heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.norm_context = nn.LayerNorm(context_dim)
+        self.cross_attn = Attention(hidden_size, context_dim, num_heads=num_heads, dim_head=hidden_size // num_heads)
+        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio), hidden_size, approximate="tanh")
+
+    def forward(self, x: Tensor, context: Tensor) -> Tensor:
+        x = x + self.cross_attn(self.norm1(x), self.norm_context(context))
+        return x + self.mlp(self.norm2(x))
+
+
+class UpdateTransformer(nn.Module):
+    """Alternating attention over time (per track) and across tracks.
+
+    Cross-track attention goes through ``num_virtual_tracks`` learned tokens:
+    virtual tokens read from the real tracks, attend among themselves, and
+    the real tracks read back from them. Outputs per token: ``(dx, dy)``
+    in feature-map pixels, then the visibility and confidence logit updates.
+    """
+
+    def __init__(
+        self,
+        input_dim: int = 1110,
+        hidden_size: int = 384,
+        num_heads: int = 8,
+        time_depth: int = 3,
+        space_depth: int = 3,
+        mlp_ratio: float = 4.0,
+        num_virtual_tracks: int = 64,
+    ):
+        super().__init__()
+        if space_depth < 1 or time_depth % space_depth:
+            raise ValueError("time_depth must be a positive multiple of space_depth")
+        self.num_virtual_tracks = num_virtual_tracks
+        self.input_transform = nn.Linear(input_dim, hidden_size)
+        self.flow_head = nn.Linear(hidden_size, 2)
+        self.vis_conf_head = nn.Linear(hidden_size, 2)
+        # The published checkpoints spell this parameter without the "t".
+        self.virual_tracks = nn.Parameter(torch.randn(1, num_virtual_tracks, 1, hidden_size))
+        self.time_blocks = nn.ModuleList(AttnBlock(hidden_size, num_heads, mlp_ratio) for _ in range(time_depth))
+        self.space_virtual_blocks = nn.ModuleList(
+            AttnBlock(hidden_size, num_heads, mlp_ratio) for _ in range(space_depth)
+        )
+        self.space_point2virtual_blocks = nn.ModuleList(
+            CrossAttnBlock(hidden_size, hidden_size, num_heads, mlp_ratio) for _ in range(space_depth)
+        )
+        self.space_virtual2point_blocks = nn.ModuleList(
+            CrossAttnBlock(hidden_size, hidden_size, num_heads, mlp_ratio) for _ in range(space_depth)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Shape: ``(B, N, T, input_dim)`` -> ``(B, N, T, 4)``."""
+        tokens = self.input_transform(x)
+        B, N, T, D = tokens.shape
+        virtual = self.virual_tracks.expand(B, -1, T, -1)
+        tokens = torch.cat([tokens, virtual], dim=1)  # B (N+V) T D
+        every = len(self.time_blocks) // len(self.space_virtual_blocks)
+        for i, time_block in enumerate(self.time_blocks):
+            tokens = time_block(tokens.reshape(-1, T, D)).view(B, -1, T, D)
+            if i % every == 0:
+                j = i // every
+                space = tokens.transpose(1, 2).reshape(B * T, -1, D)  # (B T) (N+V) D
+                points, virtual = space[:, :N], space[:, N:]
+                virtual = self.space_virtual2point_blocks[j](virtual, points)
+                virtual = self.space_virtual_blocks[j](virtual)
+                points = self.space_point2virtual_blocks[j](points, virtual)
+                tokens = torch.cat([points, virtual], dim=1).view(B, T, -1, D).transpose(1, 2)
+        tokens = tokens[:, :N]
+        return torch.cat([self.flow_head(tokens), self.vis_conf_head(tokens)], dim=-1)
+
+
+# --------------------------------------------------------------------------
+# The tracker
+# --------------------------------------------------------------------------
+
+
+class ModelOutput(NamedTuple):
+    """What the models return.
+
+    Attributes:
+        coords: ``(B, T, N, 2)`` float32, pixels of the model's input frames, ``(x, y)``.
+        vis: ``(B, T, N)`` float32 visibility probability.
+        conf: ``(B, T, N)`` float32 confidence probability (that the position is
+            within a few pixels of the truth).
+    """
+
+    coords: Tensor
+    vis: Tensor
+    conf: Tensor
+
+
+class CoTracker3(nn.Module):
+    """Layers and computations shared by the offline and the online tracker.
+
+    The constructor builds architecture only; weights load separately
+    (:func:`cotracker3.weights.load_checkpoint`). Defaults are the published sizes.
+
+    Args:
+        window_len: frames the transformer sees at once (its time embedding length):
+            60 for the published offline model, 16 for the online one.
+        stride: encoder down-sampling factor.
+        corr_radius: radius of the correlation patches (7x7 for 3).
+        corr_levels: levels of the feature pyramid.
+        num_virtual_tracks: learned tokens for cross-track attention.
+        model_resolution: ``(H, W)`` the predictors resize frames to.
+        latent_dim: feature channels of the encoder.
+        hidden_size, num_heads, time_depth, space_depth, mlp_ratio: transformer sizes.
+        corr_hidden_dim, corr_embed_dim: hidden and output width of the correlation MLP.
+        num_freqs: Fourier frequencies of the displacement encoding.
+    """
+
+    def __init__(
+        self,
+        window_len: int = 60,
+        stride: int = 4,
+        corr_radius: int = 3,
+        corr_levels: int = 4,
+        num_virtual_tracks: int = 64,
+        model_resolution: tuple[int, int] = (384, 512),
+        latent_dim: int = 128,
+        hidden_size: int = 384,
+        num_heads: int = 8,
+        time_depth: int = 3,
+        space_depth: int = 3,
+        mlp_ratio: float = 4.0,
+        corr_hidden_dim: int = 384,
+        corr_embed_dim: int = 256,
+        num_freqs: int = 10,
+    ):
+        super().__init__()
+        self.window_len = window_len
+        self.stride = stride
+        self.corr_radius = corr_radius
+        self.corr_levels = corr_levels
+        self.model_resolution = tuple(model_resolution)
+        self.latent_dim = latent_dim
+        self.num_freqs = num_freqs
+        patch = (2 * corr_radius + 1) ** 2
+        self.input_dim = 2 + corr_levels * corr_embed_dim + 4 * (1 + 2 * num_freqs)
+        self.fnet = BasicEncoder(3, latent_dim, stride)
+        self.updateformer = UpdateTransformer(
+            self.input_dim, hidden_size, num_heads, time_depth, space_depth, mlp_ratio, num_virtual_tracks
+        )
+        self.corr_mlp = Mlp(patch * patch, corr_hidden_dim, corr_embed_dim)
+        self.register_buffer("time_emb", sincos_time_embedding(self.input_dim, window_len))
+        #: Points per chunk when computing correlations (bounds memory).
+        self.corr_chunk_points = 256
+
+    # -- features ---------------------------------------------------------
+
+    def encode(self, video: Tensor, chunk: int = 16) -> list[Tensor]:
+        """Feature pyramid of a video.
+
+        Args:
+            video: ``(B, T, 3, H, W)`` float, values 0..255.
+            chunk: frames per encoder call (bounds memory; results do not depend on it).
+
+        Returns:
+            ``corr_levels`` tensors ``(B, T, C, H / stride / 2**l, W / stride / 2**l)``,
+            unit-length along ``C`` at level 0, average-pooled above.
+        """
+        B, T, _, H, W = video.shape
+        if H % self.stride or W % self.stride:
+            raise ValueError(f"frame size {W}x{H} must be a multiple of the stride {self.stride}")
+        frames = video.reshape(B * T, 3, H, W)
+        maps = []
+        for s in range(0, B * T, chunk):
+            f = self.fnet(2.0 * (frames[s : s + chunk] / 255.0) - 1.0)
+            norm = f.square().sum(dim=1, keepdim=True).clamp_min(1e-12).sqrt()
+            maps.append(f / norm)
+        fmap = torch.cat(maps).to(video.dtype)
+        pyramid = [fmap]
+        for _ in range(self.corr_levels - 1):
+            pyramid.append(F.avg_pool2d(pyramid[-1], 2, stride=2))
+        return [p.view(B, T, *p.shape[1:]) for p in pyramid]
+
+    def query_features(self, pyramid: list[Tensor], frames: Tensor, coords: Tensor) -> list[Tensor]:
+        """Features of the patch around every query at its frame, per level.
+
+        Args:
+            pyramid: from :meth:`encode`.
+            frames: ``(B, N)`` long, query frame indices into the pyramid's frames.
+            coords: ``(B, N, 2)`` query positions in level-0 feature pixels.
+
+        Returns:
+            Per level ``(B, N, K, C)``.
+        """
+        return [
+            sample_at_frames(fmap, frames, coords / 2**level, self.corr_radius)
+            for level, fmap in enumerate(pyramid)
+        ]
+
+    def correlation_embedding(self, pyramid: list[Tensor], coords: Tensor, support: list[Tensor]) -> Tensor:
+        """Embedded 4D correlations between query patches and patches at ``coords``.
+
+        Args:
+            pyramid: per level ``(B, S, C, h, w)``.
+            coords: ``(B, S, N, 2)`` current estimates, level-0 feature pixels.
+            support: per level ``(B, N, K, C)`` query patch features.
+
+        Returns:
+            ``(B, S, N, corr_levels * corr_embed_dim)``.
+        """
+        B, S, N, _ = coords.shape
+        out = []
+        for n0 in range(0, N, self.corr_chunk_points):
+            n1 = min(N, n0 + self.corr_chunk_points)
+            levels = []
+            for level, fmap in enumerate(pyramid):
+                C, h, w = fmap.shape[2:]
+                centers = coords[:, :, n0:n1].reshape(B * S, n1 - n0, 2) / 2**level
+                patches = sample_patches(fmap.reshape(B * S, C, h, w), centers, self.corr_radius)
+                patches = patches.view(B, S, C, n1 - n0, -1).permute(0, 3, 1, 4, 2)  # B n S K C
+                corr = patches.flatten(2, 3) @ support[level][:, n0:n1].transpose(-1, -2)  # B n (S K) K
+                corr = corr.view(B, n1 - n0, S, -1)
+                levels.append(self.corr_mlp(corr))
+            out.append(torch.cat(levels, dim=-1))
+        return torch.cat(out, dim=1).transpose(1, 2)
+
+    def refine(
+        self,
+        pyramid: list[Tensor],
+        support: list[Tensor],
+        coords: Tensor,
+        vis: Tensor,
+        conf: Tensor,
+        iters: int,
+    ) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """Iteratively update tracks inside one window.
+
+        Args:
+            pyramid: per level ``(B, S, C, h, w)`` features of the window's frames.
+            support: per level ``(B, N, K, C)`` query patch features.
+            coords: ``(B, S, N, 2)`` initial positions, level-0 feature pixels.
+            vis, conf: ``(B, S, N)`` initial logits.
+            iters: number of updates.
+
+        Returns:
+            One ``(coords, vis, conf)`` per iteration, coords in feature pixels, logits.
+        """
+        S = coords.shape[1]
+        res_h, res_w = self.model_resolution
+        scale = coords.new_tensor([res_w / self.stride, res_h / self.stride]).repeat(2)
+        time_emb = self.time_embedding(S).to(coords.dtype)
+        outputs = []
+        for _ in range(iters):
+            coords = coords.detach()
+            corr = self.correlation_embedding(pyramid, coords, support)
+            fwd = F.pad(coords[:, :-1] - coords[:, 1:], (0, 0, 0, 0, 0, 1))
+            bwd = F.pad(coords[:, 1:] - coords[:, :-1], (0, 0, 0, 0, 1, 0))
+            motion = fourier_encode(torch.cat([fwd, bwd], dim=-1) / scale, self.num_freqs)
+            x = torch.cat([vis[..., None], conf[..., None], corr, motion], dim=-1)
+            x = x.transpose(1, 2) + time_emb[:, None]  # B N S D
+            delta = self.updateformer(x).transpose(1, 2)  # B S N 4
+            coords = coords + delta[..., :2]
+            vis = vis + delta[..., 2]
+            conf = conf + delta[..., 3]
+            outputs.append((coords, vis, conf))
+        return outputs
+
+    def time_embedding(self, length: int) -> Tensor:
+        """The ``(1, length, input_dim)`` time embedding, linearly resampled if needed."""
+        if length == self.time_emb.shape[1]:
+            return self.time_emb
+        emb = F.interpolate(self.time_emb.float().transpose(1, 2), size=length, mode="linear")
+        return emb.transpose(1, 2)
+
+    def check_inputs(self, video: Tensor, queries: Tensor) -> None:
+        """Validate model inputs (internal invariants: predictors check user input)."""
+        if video.ndim != 5 or video.shape[2] != 3:
+            raise ValueError(f"video must be (B, T, 3, H, W), got {tuple(video.shape)}")
+        if queries.ndim != 3 or queries.shape[-1] != 3 or queries.shape[0] != video.shape[0]:
+            raise ValueError(f"queries must be (B, N, 3) with B={video.shape[0]}, got {tuple(queries.shape)}")
+
+
+class CoTracker3Offline(CoTracker3):
+    """CoTracker3 that sees the whole video in one window (``window_len=60`` published)."""
+
+    def forward(self, video: Tensor, queries: Tensor, iters: int = 4) -> ModelOutput:
+        """Track queries through a whole video.
+
+        Args:
+            video: ``(B, T, 3, H, W)`` float, RGB 0..255, ``H, W`` multiples of the stride.
+            queries: ``(B, N, 3)`` float, ``(t, x, y)``: frame index and pixels of ``video``.
+            iters: refinement iterations.
+
+        Returns:
+            :class:`ModelOutput` with ``coords (B, T, N, 2)``, ``vis`` and ``conf (B, T, N)``.
+        """
+        outputs = self.forward_train(video, queries, iters)
+        return outputs[-1]
+
+    def forward_train(self, video: Tensor, queries: Tensor, iters: int = 4) -> list[ModelOutput]:
+        """Like :meth:`forward`, returning every iteration's output (for the losses)."""
+        self.check_inputs(video, queries)
+        B, T = video.shape[:2]
+        N = queries.shape[1]
+        pyramid = self.encode(video)
+        frames = queries[..., 0].long()
+        qxy = queries[..., 1:].to(video.dtype) / self.stride
+        support = self.query_features(pyramid, frames, qxy)
+        coords = qxy[:, None].expand(B, T, N, 2)
+        zeros = video.new_zeros(B, T, N)
+        steps = self.refine(pyramid, support, coords, zeros, zeros, iters)
+        return [ModelOutput(c * self.stride, v.sigmoid(), k.sigmoid()) for c, v, k in steps]
+
+
+@dataclass
+class OnlineState:
+    """What the online tracker carries from one window to the next.
+
+    Its size does not depend on how many frames have been processed.
+
+    Attributes:
+        start: absolute index of the first frame of the next window.
+        queries: ``(B, N, 3)`` the queries in model pixels.
+        support: per level ``(B, N, K, C)`` query patch features collected so far
+            (zero for queries whose frame has not been seen yet).
+        coords: ``(B, O, N, 2)`` predictions for the ``O = window_len - step``
+            frames shared with the next window, feature pixels (or None at start).
+        vis, conf: ``(B, O, N)`` logits for those frames.
+    """
+
+    start: int
+    queries: Tensor
+    support: list[Tensor] | None = None
+    coords: Tensor | None = None
+    vis: Tensor | None = None
+    conf: Tensor | None = None
+
+
+class CoTracker3Online(CoTracker3):
+    """CoTracker3 with sliding windows of ``window_len`` frames (16 published).
+
+    Windows start every ``step = window_len // 2`` frames; each is initialised
+    from the previous window's predictions on the frames they share. Use
+    :meth:`init_state` and :meth:`forward_window` to stream a video, or
+    :meth:`forward` to run a whole video through the same windows.
+    """
+
+    def __init__(self, window_len: int = 16, **kwargs):
+        super().__init__(window_len=window_len, **kwargs)
+        if window_len < 2:
+            raise ValueError("window_len must be at least 2")
+        self.step = window_len // 2
+
+    def init_state(self, queries: Tensor) -> OnlineState:
+        """A fresh streaming state for ``queries (B, N, 3)`` ``(t, x, y)`` in model pixels."""
+        return OnlineState(start=0, queries=queries)
+
+    def forward_window(self, chunk: Tensor, state: OnlineState, iters: int = 4) -> tuple[ModelOutput, OnlineState]:
+        """Track through the next window of a stream.
+
+        Args:
+            chunk: ``(B, L, 3, H, W)`` float 0..255: frames ``state.start ..
+                state.start + L - 1`` of the video, ``1 <= L <= window_len``; all but
+                the last window must have ``L == window_len``.
+            state: from :meth:`init_state` or the previous call.
+            iters: refinement iterations.
+
+        Returns:
+            ``(out, next_state)``: ``out`` holds predictions for the ``L`` frames of
+            the chunk (probabilities); frames ``start .. start + step - 1`` are final,
+            later ones are revised by the next window. ``next_state.start`` is
+            ``state.start + step``.
+        """
+        B, L = chunk.shape[:2]
+        S, step, start = self.window_len, self.step, state.start
+        if not 1 <= L <= S:
+            raise ValueError(f"a window holds 1..{S} frames, got {L}")
+        queries = state.queries
+        self.check_inputs(chunk, queries)
+        N = queries.shape[1]
+        if L < S:  # the last window: repeat the last frame
+            chunk = torch.cat([chunk, chunk[:, -1:].expand(B, S - L, *chunk.shape[2:])], dim=1)
+        pyramid = self.encode(chunk)
+
+        frames = queries[..., 0].long()
+        qxy = queries[..., 1:].to(chunk.dtype) / self.stride
+        # Queries whose frame enters the video in this window get their features now.
+        lo = 0 if start == 0 else start + step
+        new = ((frames >= lo) & (frames < start + S)).to(chunk.dtype)[..., None, None]
+        feats = self.query_features(pyramid, frames - start, qxy)
+        if state.support is None:
+            support = [f * new for f in feats]
+        else:
+            support = [s + f * new for s, f in zip(state.support, feats)]
+
+        coords = qxy[:, None].expand(B, S, N, 2)
+        vis = chunk.new_zeros(B, S, N)
+        conf = chunk.new_zeros(B, S, N)
+        if state.coords is not None:
+            # Tracks that started before the shared frames continue from there.
+            prev = state.coords.shape[1]
+            pad = S - prev
+
+            def extend(x: Tensor) -> Tensor:
+                return torch.cat([x, x[:, -1:].expand(B, pad, *x.shape[2:])], dim=1)
+
+            cont = (frames < start + prev)[:, None, :]
+            coords = torch.where(cont[..., None], extend(state.coords), coords)
+            vis = torch.where(cont, extend(state.vis), vis)
+            conf = torch.where(cont, extend(state.conf), conf)
+
+        c, v, k = self.refine(pyramid, support, coords, vis, conf, iters)[-1]
+        c, v, k = c[:, :L], v[:, :L], k[:, :L]
+        shared = slice(step, L) if L > step else slice(L, L)
+        next_state = OnlineState(
+            start=start + step,
+            queries=queries,
+            support=support,
+            coords=c[:, shared] if L > step else None,
+            vis=v[:, shared] if L > step else None,
+            conf=k[:, shared] if L > step else None,
+        )
+        return ModelOutput(c * self.stride, v.sigmoid(), k.sigmoid()), next_state
+
+    def forward(self, video: Tensor, queries: Tensor, iters: int = 4) -> ModelOutput:
+        """Track queries through a whole video with sliding windows.
+
+        Args:
+            video: ``(B, T, 3, H, W)`` float 0..255.
+            queries: ``(B, N, 3)`` ``(t, x, y)`` in pixels of ``video``.
+            iters: refinement iterations per window.
+
+        Returns:
+            :class:`ModelOutput` for all ``T`` frames.
+        """
+        self.check_inputs(video, queries)
+        T = video.shape[1]
+        state = self.init_state(queries)
+        coords, vis, conf = [], [], []
+        start = 0
+        while True:
+            out, state = self.forward_window(video[:, start : start + self.window_len], state, iters)
+            last = start + self.window_len >= T
+            keep = out.coords.shape[1] if last else self.step
+            coords.append(out.coords[:, :keep])
+            vis.append(out.vis[:, :keep])
+            conf.append(out.conf[:, :keep])
+            if last:
+                break
+            start += self.step
+        return ModelOutput(torch.cat(coords, 1), torch.cat(vis, 1), torch.cat(conf, 1))
+
+
+def build_model(name: str = "cotracker3-offline", **overrides) -> CoTracker3:
+    """Build the architecture of a registered model (no weights, no I/O).
+
+    Args:
+        name: a registry name (``cotracker3-offline``, ``cotracker3-online``,
+            ``cotracker3-offline-kubric``, ``cotracker3-online-kubric``, ...), or
+            ``"offline"`` / ``"online"`` for the published sizes.
+        **overrides: constructor arguments that replace the registry's.
+
+    Returns:
+        :class:`CoTracker3Offline` or :class:`CoTracker3Online`, randomly initialised.
+    """
+    if name in ("offline", "online"):
+        offline, kwargs = name == "offline", {"window_len": 60 if name == "offline" else 16}
+    else:
+        from cotracker3.weights import get_config
+
+        cfg = get_config(name)
+        offline = cfg.offline
+        kwargs = {"window_len": cfg.window_len, "model_resolution": tuple(cfg.model_resolution)}
+        kwargs.update(getattr(cfg, "arch", None) or {})
+    kwargs.update(overrides)
+    return (CoTracker3Offline if offline else CoTracker3Online)(**kwargs)
