@@ -381,6 +381,9 @@ class CoTracker3(nn.Module):
         self.register_buffer("time_emb", sincos_time_embedding(self.input_dim, window_len))
         #: Points per chunk when computing correlations (bounds memory).
         self.corr_chunk_points = 256
+        #: Optional ``callable(iteration, iters)`` called after each refinement
+        #: step, for progress bars; not part of the state dict.
+        self.progress = None
 
     # -- features ---------------------------------------------------------
 
@@ -479,7 +482,7 @@ class CoTracker3(nn.Module):
         scale = coords.new_tensor([res_w / self.stride, res_h / self.stride]).repeat(2)
         time_emb = self.time_embedding(S).to(coords.dtype)
         outputs = []
-        for _ in range(iters):
+        for it in range(iters):
             coords = coords.detach()
             corr = self.correlation_embedding(pyramid, coords, support)
             fwd = F.pad(coords[:, :-1] - coords[:, 1:], (0, 0, 0, 0, 0, 1))
@@ -492,6 +495,8 @@ class CoTracker3(nn.Module):
             vis = vis + delta[..., 2]
             conf = conf + delta[..., 3]
             outputs.append((coords, vis, conf))
+            if self.progress is not None:
+                self.progress(it + 1, iters)
         return outputs
 
     def time_embedding(self, length: int) -> Tensor:

@@ -23,5 +23,9 @@ class OutputError(Track3DError, ValueError):
     """An output location cannot be written (exists, not a folder, ...)."""
 
 
+class ResultError(Track3DError, ValueError):
+    """A result file cannot be read: missing, not the expected format, keys missing."""
+
+
 USER_ERRORS: tuple[type[Exception], ...] = (Track3DError, CoTrackerError)
 """Exception types that mean "the input was wrong", not "track3d has a bug"."""
