@@ -83,3 +83,79 @@ def test_offline_predictor_matches_reference(offline_model, predictor_fixture, c
     out = cotracker3.Predictor(offline_model)(video, **kwargs(ref))
     np.testing.assert_allclose(out.tracks[0].numpy(), ref[f"{case}_tracks"], atol=COORD_TOL, rtol=0)
     _assert_visibility(out.visibility[0].numpy(), ref[f"{case}_visibility"], None, 0.9)
+
+
+# -- online -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def online_model_fixture():
+    return np.load(FIXTURES / "online_model.npz")
+
+
+def test_online_model_streaming_matches_reference(online_model, online_model_fixture):
+    ref = online_model_fixture
+    video = torch.from_numpy(ref["video"]).float()[None]
+    queries = torch.from_numpy(ref["queries"])[None]
+    state = online_model.init_state(queries)
+    coords, vis, conf = [], [], []
+    with torch.no_grad():
+        for k, (s, e) in enumerate(zip(ref["chunk_starts"], ref["chunk_ends"])):
+            assert state.start == s
+            out, state = online_model.forward_window(video[:, s:e], state, iters=int(ref["iters"]))
+            if k == 0:  # the first window alone, as the reference returns it
+                np.testing.assert_allclose(out.coords[0].numpy(), ref["coords_first"], atol=COORD_TOL, rtol=0)
+                np.testing.assert_allclose(out.vis[0].numpy(), ref["vis_first"], atol=PROB_TOL, rtol=0)
+                np.testing.assert_allclose(out.conf[0].numpy(), ref["conf_first"], atol=PROB_TOL, rtol=0)
+            keep = e - s if k == len(ref["chunk_starts"]) - 1 else online_model.step
+            coords.append(out.coords[0, :keep])
+            vis.append(out.vis[0, :keep])
+            conf.append(out.conf[0, :keep])
+    np.testing.assert_allclose(torch.cat(coords).numpy(), ref["coords"], atol=COORD_TOL, rtol=0)
+    np.testing.assert_allclose(torch.cat(vis).numpy(), ref["vis"], atol=PROB_TOL, rtol=0)
+    np.testing.assert_allclose(torch.cat(conf).numpy(), ref["conf"], atol=PROB_TOL, rtol=0)
+
+
+def test_online_model_whole_video_equals_streaming(online_model, online_model_fixture):
+    ref = online_model_fixture
+    video = torch.from_numpy(ref["video"]).float()[None]
+    queries = torch.from_numpy(ref["queries"])[None]
+    with torch.no_grad():
+        coords, vis, conf = online_model(video, queries, iters=int(ref["iters"]))[:3]
+    np.testing.assert_allclose(coords[0].numpy(), ref["coords"], atol=COORD_TOL, rtol=0)
+    np.testing.assert_allclose(vis[0].numpy(), ref["vis"], atol=PROB_TOL, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def online_predictor_fixture():
+    return np.load(FIXTURES / "online_predictor.npz")
+
+
+@pytest.mark.parametrize("case", ["queries", "grid"])
+def test_online_predictor_matches_reference(online_model, online_predictor_fixture, case):
+    """Driven exactly as the reference online predictor: overlapping 2*step chunks."""
+    ref = online_predictor_fixture
+    video = torch.from_numpy(ref["video"])[None]
+    pred = cotracker3.OnlinePredictor(online_model)
+    setup = {"queries": torch.from_numpy(ref["queries"])[None]} if case == "queries" else {
+        "grid_size": int(ref["grid_size"]), "grid_query_frame": int(ref["grid_query_frame"])}
+    assert pred(video[:, : 2 * pred.step], is_first_step=True, **setup) is None
+    for s, e in zip(ref["chunk_starts"], ref["chunk_ends"]):
+        out = pred(video[:, s:e])
+        assert out.tracks.shape[1] == e
+    np.testing.assert_allclose(out.tracks[0].numpy(), ref[f"{case}_tracks"], atol=COORD_TOL, rtol=0)
+    _assert_visibility(out.visibility[0].numpy(), ref[f"{case}_visibility"], ref[f"{case}_visconf"], 0.6)
+
+
+def test_online_predictor_push_frames_equals_chunked_calls(online_model, online_predictor_fixture):
+    """Frames pushed a few at a time give the reference's result too."""
+    ref = online_predictor_fixture
+    video = torch.from_numpy(ref["video"])[None]
+    pred = cotracker3.OnlinePredictor(online_model)
+    H, W = video.shape[-2:]
+    pred.start(queries=torch.from_numpy(ref["queries"]), frame_size=(W, H))
+    for i in range(0, video.shape[1], 5):  # chunk sizes unrelated to the window
+        pred.push(video[:, i : i + 5])
+    out = pred.finish()
+    np.testing.assert_allclose(out.tracks[0].numpy(), ref["queries_tracks"], atol=COORD_TOL, rtol=0)
+    _assert_visibility(out.visibility[0].numpy(), ref["queries_visibility"], ref["queries_visconf"], 0.6)
