@@ -452,9 +452,15 @@ def check_state_dict(
             label = what if len(items) == 1 else what + plural
             parts.append(f"{len(items)} {label}: {_listing(items)}")
     origin = f"{source} does not fit" if source is not None else "the checkpoint does not fit"
+    hint = ""
+    if not (missing or unexpected) and all(m.startswith("time_emb ") for m in mismatched):
+        window = int(state_dict["time_emb"].shape[1])
+        hint = (f". Its window length is {window}: it is probably an "
+                f"{'online' if window < 60 else 'offline'} model's checkpoint "
+                f"({'add' if window < 60 else 'drop'} --online / pick the matching model name)")
     raise CheckpointError(
         f"{origin} the {type(model).__name__} model ({len(expected)} entries expected, "
-        f"{len(state_dict)} found): " + "; ".join(parts)
+        f"{len(state_dict)} found): " + "; ".join(parts) + hint
     )
 
 

@@ -107,6 +107,15 @@ def atomic_output_dir(path: str | Path, *, overwrite: bool = False) -> Iterator[
     logger.debug("wrote result folder %s", path)
 
 
+def check_output_dir(path: str | Path, *, overwrite: bool = False) -> None:
+    """Fail early, before long work, if :func:`atomic_output_dir` would refuse ``path``.
+
+    Raises:
+        OutputError: as :func:`atomic_output_dir`.
+    """
+    _check_target(Path(path), overwrite)
+
+
 def _check_target(path: Path, overwrite: bool) -> None:
     if path.is_symlink() or (path.exists() and not path.is_dir()):
         raise OutputError(

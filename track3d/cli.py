@@ -1,0 +1,171 @@
+"""The ``track3d`` command line.
+
+Each sub-command is a thin layer over a Python function: ``track3d track``
+over :func:`track3d.track` (options from :class:`track3d.tracking.TrackOptions`),
+``track3d models`` over the weight registry. Mistakes in the input give a
+one-line error and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+logger = logging.getLogger("track3d")
+
+
+def _add_options(parser: argparse.ArgumentParser, options_cls) -> None:
+    """One ``--flag`` per dataclass field, help from the field's metadata."""
+    for f in dataclasses.fields(options_cls):
+        if f.metadata.get("cli") is False:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action="store_true", default=f.default, help=help_text)
+            continue
+        kind = {"int": int, "int | None": int, "str": str, "str | None": str}.get(str(f.type), str)
+        default = f.default
+        suffix = f" (default: {default})" if default is not None else ""
+        parser.add_argument(flag, type=kind, default=default, help=help_text + suffix,
+                            metavar=f.name.upper())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``track3d`` (all sub-commands)."""
+    from track3d.tracking import TrackOptions
+
+    parser = argparse.ArgumentParser(
+        prog="track3d",
+        description="Turn an ordinary video into tracks of the points in it (CoTracker3).",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, only errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "track",
+        help="track points through a video; writes tracks.npz and overlay.mp4",
+        description="Track a grid of points (or the points of --queries) through a video with CoTracker3 "
+        "and write OUT/tracks.npz (tracks, visibility, confidence, queries, fps, frame size) and "
+        "OUT/overlay.mp4 (the video with tracks drawn: filled dots where visible, rings where occluded). "
+        "Weights are looked up in the cache (TRACK3D_CACHE, default ~/.cache/track3d) and downloaded "
+        "if missing, unless --checkpoint is given.",
+    )
+    p.add_argument("video", help="video file (mp4, mov, avi, webm, mkv, gif) or folder of images")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist, see --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
+    _add_options(p, TrackOptions)
+    p.set_defaults(func=cmd_track)
+
+    m = sub.add_parser("models", help="list the registered CoTracker3 weights and whether they are cached",
+                       description="List the registered weights, where they come from and where they are cached.")
+    m.set_defaults(func=cmd_models)
+    return parser
+
+
+class _Progress:
+    """tqdm bars per stage, or nothing when quiet / not a terminal-friendly run."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bars = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        bar = self.bars.get(stage)
+        if bar is None:
+            unit = {"read": "frame", "track": "frame", "refine": "iter"}.get(stage, "step")
+            bar = self.bars[stage] = tqdm(total=total or None, desc=stage, unit=unit, leave=False)
+        bar.update(done - bar.n)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars = {}
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    """``track3d track``: track, then write the result folder atomically."""
+    import numpy as np
+
+    from track3d import io, video as video_io
+    from track3d.tracking import TrackOptions, track
+    from viz.overlay import write_overlay_video
+
+    opts = TrackOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrackOptions)
+                           if hasattr(args, f.name)})
+    out_dir = Path(args.out)
+    io.check_output_dir(out_dir, overwrite=args.overwrite)
+    progress = _Progress(not args.quiet)
+    t0 = time.perf_counter()
+    try:
+        result = track(args.video, opts, progress=progress)
+    finally:
+        progress.close()
+    with io.atomic_output_dir(out_dir, overwrite=args.overwrite) as tmp:
+        result.save(tmp / io.TRACKS_FILE)
+        if not args.no_overlay:
+            t1 = time.perf_counter()
+            frames = video_io.iter_frames(args.video, start=opts.start, end=opts.end, stride=opts.stride)
+            write_overlay_video(tmp / "overlay.mp4", frames, result.tracks, result.visibility, fps=result.fps)
+            result.timings["overlay"] = time.perf_counter() - t1
+    n_vis = float(np.mean(result.visibility)) if result.visibility.size else 0.0
+    T, N = result.visibility.shape
+    logger.info("tracked %d points through %d frames in %.1f s (%.0f%% visible) with %s",
+                N, T, time.perf_counter() - t0, 100 * n_vis, result.model)
+    print(f"wrote {out_dir}/tracks.npz" + ("" if args.no_overlay else f" and {out_dir}/overlay.mp4"))
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """``track3d models``: the weight registry and the cache."""
+    from cotracker3.weights import REGISTRY, cache_dir
+
+    ckpt_dir = cache_dir() / "checkpoints"
+    print(f"cache: {ckpt_dir}")
+    for name, cfg in REGISTRY.items():
+        cached = "cached" if (ckpt_dir / cfg.filename).is_file() else "not cached"
+        kind = "offline" if cfg.offline else "online"
+        print(f"  {name:28s} {kind:8s} {cfg.filename:22s} {cached:11s} {cfg.url}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``track3d`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    level = logging.WARNING if args.quiet else (logging.INFO if args.verbose < 2 else logging.DEBUG)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    from track3d.errors import USER_ERRORS
+
+    try:
+        return args.func(args)
+    except USER_ERRORS as exc:
+        print(f"track3d: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("track3d: interrupted; no output was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except MemoryError:
+        print("track3d: error: out of memory; try --online, fewer frames (--end/--stride), "
+              "a smaller --grid or --max-side", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,335 @@
+"""2D tracking of a video file: ``track3d.track(...)`` and ``track3d track``.
+
+One typed configuration, :class:`TrackOptions`, is both the keyword
+arguments of :func:`track` and the options of the ``track3d track`` command
+(its field docs are the ``--help`` text).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+import cotracker3
+from cotracker3.errors import QueryError
+from track3d import io, video as video_io
+from track3d.errors import Track3DError
+
+logger = logging.getLogger(__name__)
+
+
+def _opt(default, help: str, **meta):
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass
+class TrackOptions:
+    """How to track a video. Every field is also a ``track3d track`` option."""
+
+    grid: int = _opt(20, "points per side of a regular grid of queries at --grid-frame (ignored with --queries)")
+    grid_frame: int = _opt(0, "frame index (of the selected frames) the grid points start from")
+    queries: str | None = _opt(
+        None, "file of query rows 't x y' (.npy, .txt or .csv): frame index of the selected frames, "
+        "then pixels of the source video; replaces the grid"
+    )
+    model: str | None = _opt(
+        None, "registered weights name (cotracker3-offline, cotracker3-online, *-kubric); "
+        "default: cotracker3-online with --online, else cotracker3-offline"
+    )
+    checkpoint: str | None = _opt(None, "path of a checkpoint file to load instead of the registry's weights")
+    online: bool = _opt(False, "stream the video through the online (sliding-window) model: memory stays flat")
+    backward: bool = _opt(False, "also track backwards in time from each query frame (offline model)")
+    start: int = _opt(0, "first frame of the source video to use")
+    end: int | None = _opt(None, "frame of the source video to stop before (default: the end)")
+    stride: int = _opt(1, "use every STRIDE-th frame")
+    max_side: int | None = _opt(None, "shrink frames so their longer side is at most this many pixels while reading")
+    iters: int = _opt(6, "refinement iterations of the model")
+    device: str = _opt("auto", "torch device: cpu, cuda, cuda:1, ... or auto")
+    download: bool = _opt(True, "download missing weights (set TRACK3D_OFFLINE=1 to forbid)", cli=False)
+
+
+@dataclass
+class Tracks:
+    """A 2D tracking result, unbatched, in the source video's pixels.
+
+    Attributes:
+        tracks: ``(T, N, 2)`` float32 pixels ``(x, y)``, ``(0, 0)`` the centre of the
+            top-left pixel of the source video (before any ``max_side`` shrink).
+        visibility: ``(T, N)`` bool.
+        confidence: ``(T, N)`` float32 in ``[0, 1]``.
+        queries: ``(N, 3)`` float32 ``(t, x, y)``: frame index of the tracked
+            frames, pixels of the source video.
+        fps: frames per second of the tracked frames (source fps / stride).
+        frame_size: ``(W, H)`` of the source video.
+        frame_indices: ``(T,)`` int64, index in the source video of each tracked frame.
+        source: the video path.
+        model: the weights name or checkpoint path used.
+        timings: seconds spent per stage.
+    """
+
+    tracks: np.ndarray
+    visibility: np.ndarray
+    confidence: np.ndarray
+    queries: np.ndarray
+    fps: float
+    frame_size: tuple[int, int]
+    frame_indices: np.ndarray
+    source: str = ""
+    model: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``tracks.npz`` (see :func:`track3d.io.save_tracks`) into a folder or file."""
+        return io.save_tracks(
+            path,
+            tracks=self.tracks,
+            visibility=self.visibility,
+            confidence=self.confidence,
+            queries=self.queries,
+            fps=self.fps,
+            frame_size=self.frame_size,
+            frame_indices=self.frame_indices,
+        )
+
+
+def read_queries(path: str | Path) -> np.ndarray:
+    """Read query rows ``(t, x, y)`` from ``.npy``, or whitespace / comma separated text.
+
+    Returns:
+        ``(N, 3)`` float32.
+
+    Raises:
+        QueryError: the file is missing, unreadable, or not N rows of 3 numbers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise QueryError(f"queries file {path} does not exist")
+    try:
+        if path.suffix == ".npy":
+            q = np.load(path, allow_pickle=False)
+        else:
+            text = path.read_text().replace(",", " ")
+            rows = [line.split() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+            q = np.array(rows, dtype=np.float64)
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        raise QueryError(f"cannot read queries from {path}: {exc}") from None
+    q = np.asarray(q, dtype=np.float32)
+    if q.ndim != 2 or q.shape[1] != 3 or len(q) == 0:
+        raise QueryError(f"{path} must hold rows of 't x y' (N x 3 numbers), got shape {q.shape}")
+    return q
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` means CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise Track3DError(f"unknown device {device!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise Track3DError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    return dev
+
+
+def load_tracker(options: TrackOptions) -> tuple[torch.nn.Module, str]:
+    """Build the model the options name and load its weights. Returns ``(model, label)``."""
+    name = options.model or ("cotracker3-online" if options.online else "cotracker3-offline")
+    cfg = cotracker3.weights.get_config(name)
+    if cfg.offline == options.online:
+        kind = "online" if options.online else "offline"
+        raise Track3DError(f"model {name!r} is an {'offline' if cfg.offline else 'online'} model; "
+                           f"pick an {kind} one or {'drop' if options.online else 'add'} --online")
+    model = cotracker3.from_pretrained(name, checkpoint=options.checkpoint, download=options.download)
+    return model, options.checkpoint or name
+
+
+def track(
+    video: str | Path,
+    options: TrackOptions | None = None,
+    *,
+    progress: Callable[[str, int, int], None] | None = None,
+    model: torch.nn.Module | None = None,
+    **kwargs,
+) -> Tracks:
+    """Track points through a video file.
+
+    Args:
+        video: a video file (mp4, mov, avi, webm, gif, ...) or a folder of images.
+        options: a :class:`TrackOptions`; or give its fields as keyword arguments,
+            e.g. ``track3d.track("v.mp4", grid=30, online=True)``.
+        progress: optional ``callable(stage, done, total)`` for progress bars.
+        model: an already loaded CoTracker3 model (skips weight loading).
+
+    Returns:
+        :class:`Tracks`, in the source video's pixels.
+
+    Raises:
+        VideoError, QueryError, CheckpointError, WeightsUnavailableError: bad input
+            (all subclasses of ``track3d.errors.USER_ERRORS``).
+    """
+    opts = dataclasses.replace(options or TrackOptions(), **kwargs)
+    if opts.queries is None and opts.grid < 1:
+        raise QueryError(f"--grid must be a positive number of points per side, got {opts.grid}")
+    if opts.iters < 1:
+        raise Track3DError(f"iters must be at least 1, got {opts.iters}")
+    timings: dict[str, float] = {}
+    info = video_io.probe(video)
+    read_kw = dict(start=opts.start, end=opts.end, stride=opts.stride, max_side=opts.max_side)
+    queries = read_queries(opts.queries) if opts.queries else None
+    if opts.online and opts.backward:
+        raise Track3DError("--backward needs the whole video: it works with the offline model only")
+
+    t0 = time.perf_counter()
+    device = resolve_device(opts.device)
+    if model is None:
+        model, label = load_tracker(opts)
+    else:
+        label = type(model).__name__
+    model = model.to(device)
+    timings["load_model"] = time.perf_counter() - t0
+
+    notify = progress or (lambda *a: None)
+    t0 = time.perf_counter()
+    if opts.online:
+        result, frame_hw, n_frames = _track_online(video, read_kw, opts, queries, info, model, notify)
+        timings["track"] = time.perf_counter() - t0
+    else:
+        frames, read_info = _read_all(video, read_kw, info, notify)
+        timings["read_video"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        frame_hw, n_frames = frames.shape[1:3], len(frames)
+        q = None if queries is None else _to_read_pixels(queries, info, frame_hw, n_frames)
+        pred = cotracker3.Predictor(model, iters=opts.iters)
+        total = opts.iters * (2 if opts.backward else 1)
+        done = [0]
+
+        def on_iter(i, n):
+            done[0] += 1
+            notify("refine", done[0], total)
+
+        model.progress = on_iter
+        try:
+            video_t = torch.from_numpy(frames).permute(0, 3, 1, 2)[None]
+            del frames
+            if q is None:
+                _check_grid_frame(opts.grid_frame, n_frames)
+                result = pred(video_t, grid_size=opts.grid, grid_query_frame=opts.grid_frame,
+                              backward_tracking=opts.backward)
+            else:
+                result = pred(video_t, queries=q, backward_tracking=opts.backward)
+        finally:
+            model.progress = None
+        timings["track"] = time.perf_counter() - t0
+
+    out = result.numpy()
+    # Back to the source video's pixels (reading may have shrunk the frames).
+    H, W = frame_hw
+    back = np.array([(info.width - 1) / max(W - 1, 1), (info.height - 1) / max(H - 1, 1)], dtype=np.float32)
+    out["tracks"] = out["tracks"] * back
+    out["queries"][:, 1:] *= back
+    stop = info.num_frames if opts.end is None or info.num_frames is None else min(opts.end, info.num_frames)
+    indices = np.arange(opts.start, opts.start + n_frames * opts.stride, opts.stride, dtype=np.int64)
+    if stop is not None:
+        indices = indices[indices < max(stop, opts.start + 1)] if len(indices) > n_frames else indices
+    return Tracks(
+        tracks=out["tracks"].astype(np.float32),
+        visibility=out["visibility"].astype(bool),
+        confidence=out["confidence"].astype(np.float32),
+        queries=out["queries"].astype(np.float32),
+        fps=float(info.fps) / opts.stride,
+        frame_size=(info.width, info.height),
+        frame_indices=indices[:n_frames],
+        source=str(video),
+        model=label,
+        timings=timings,
+    )
+
+
+def _check_grid_frame(frame: int, n_frames: int) -> None:
+    if not 0 <= frame < n_frames:
+        raise QueryError(f"--grid-frame {frame} is outside the {n_frames} selected frames")
+
+
+def _to_read_pixels(queries: np.ndarray, info, frame_hw, n_frames) -> np.ndarray:
+    """Source-pixel queries to the pixels of the frames as read (after max_side)."""
+    H, W = frame_hw
+    q = queries.copy()
+    if not np.isfinite(q).all():
+        raise QueryError("queries contain NaN or infinity")
+    bad = (q[:, 1] < 0) | (q[:, 1] > info.width - 1) | (q[:, 2] < 0) | (q[:, 2] > info.height - 1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise QueryError(f"{int(bad.sum())} query point(s) lie outside the {info.width}x{info.height} video, "
+                         f"e.g. row {i}: ({q[i, 1]:g}, {q[i, 2]:g})")
+    bad = (q[:, 0] < 0) | (q[:, 0] > n_frames - 1) | (q[:, 0] != np.round(q[:, 0]))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise QueryError(f"query frame indices must be integers in [0, {n_frames - 1}] (the selected frames); "
+                         f"row {i} has t={q[i, 0]:g}")
+    q[:, 1] *= (W - 1) / max(info.width - 1, 1)
+    q[:, 2] *= (H - 1) / max(info.height - 1, 1)
+    return q
+
+
+def _read_all(video, read_kw, info, notify):
+    frames = []
+    total = _expected_frames(info, read_kw)
+    for i, frame in enumerate(video_io.iter_frames(video, **read_kw)):
+        frames.append(frame)
+        notify("read", i + 1, total)
+    if len(frames) < 2:
+        from track3d.errors import VideoError
+
+        raise VideoError(f"{video}: {len(frames)} frame(s) selected; tracking needs at least 2")
+    return np.stack(frames), info
+
+
+def _expected_frames(info, read_kw) -> int:
+    if info.num_frames is None:
+        return 0
+    end = info.num_frames if read_kw["end"] is None else min(read_kw["end"], info.num_frames)
+    return max(0, len(range(read_kw["start"], end, read_kw["stride"])))
+
+
+def _track_online(video, read_kw, opts, queries, info, model, notify):
+    pred = cotracker3.OnlinePredictor(model, iters=opts.iters)
+    frames = video_io.iter_frames(video, **read_kw)
+    first = next(frames, None)
+    if first is None:
+        from track3d.errors import VideoError
+
+        raise VideoError(f"{video}: no frame selected")
+    H, W = first.shape[:2]
+    total = _expected_frames(info, read_kw)
+    if queries is not None:
+        q = _to_read_pixels(queries, info, (H, W), total or 2**31)
+        pred.start(queries=q, frame_size=(W, H), num_frames=total or None)
+    else:
+        pred.start(grid_size=opts.grid, grid_query_frame=opts.grid_frame, frame_size=(W, H),
+                   num_frames=total or None)
+    count = 0
+
+    def counted():
+        nonlocal count
+        for f in itertools.chain([first], frames):
+            count += 1
+            notify("track", count, total)
+            yield f
+
+    result = None
+    for result in pred.track(counted()):
+        pass
+    if count < 2:
+        from track3d.errors import VideoError
+
+        raise VideoError(f"{video}: {count} frame(s) selected; tracking needs at least 2")
+    return result, (H, W), count
