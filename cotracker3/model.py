@@ -512,6 +512,8 @@ class CoTracker3(nn.Module):
             raise ValueError(f"video must be (B, T, 3, H, W), got {tuple(video.shape)}")
         if queries.ndim != 3 or queries.shape[-1] != 3 or queries.shape[0] != video.shape[0]:
             raise ValueError(f"queries must be (B, N, 3) with B={video.shape[0]}, got {tuple(queries.shape)}")
+        if queries.shape[1] == 0:
+            raise ValueError("queries is empty: the model needs at least one point to track")
 
 
 class CoTracker3Offline(CoTracker3):

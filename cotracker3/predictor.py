@@ -51,12 +51,15 @@ class TrackingResult:
         confidence: ``(B, T, N)`` float32 in ``[0, 1]``: probability that the
             predicted position is close to the truth.
         queries: ``(B, N, 3)`` float32 ``(t, x, y)`` the tracks started from.
+        start_frame: video frame index of ``tracks[:, 0]`` (0 unless an online
+            predictor with ``keep_history=False`` dropped older frames).
     """
 
     tracks: Tensor
     visibility: Tensor
     confidence: Tensor
     queries: Tensor
+    start_frame: int = 0
 
     def __iter__(self):
         # ``tracks, visibility = predictor(...)`` as with the reference predictors.
@@ -500,7 +503,6 @@ class OnlinePredictor:
         self._batch = batch
         self._state = self.model.init_state(q.contiguous())
         self._buffer: list[Tensor] = []  # resized frames not yet finalised (<= window_len)
-        self._buffer_start = 0  # absolute index of _buffer[0]
         self._seen = 0
         self._final: list[TrackingResult] = []
         self._pending: TrackingResult | None = None
@@ -577,6 +579,7 @@ class OnlinePredictor:
             torch.cat([p.visibility for p in parts], 1),
             torch.cat([p.confidence for p in parts], 1),
             parts[0].queries,
+            parts[0].start_frame,
         )
 
     # -- internals -------------------------------------------------------------
@@ -603,10 +606,9 @@ class OnlinePredictor:
         """Run one model window on resized frames starting at ``state.start``."""
         start = self._state.start
         out, self._state = self.model.forward_window(window, self._state, iters=self.iters)
-        res = self._postprocess(out)
+        res = self._postprocess(out, start)
         L = window.shape[1]
-        if self._pending is not None:
-            pass  # the previous window's shared frames are superseded by this window
+        # This window supersedes the previous window's pending (shared) frames.
         if last:
             self._final.append(res)
             self._pending = None
@@ -618,20 +620,20 @@ class OnlinePredictor:
             self._final = self._final[-1:]
         # Keep only the frames the next window needs.
         self._buffer = self._buffer[self.step :] if len(self._buffer) >= self.step else []
-        self._buffer_start = start + self.step
 
-    def _postprocess(self, out: ModelOutput) -> TrackingResult:
+    def _postprocess(self, out: ModelOutput, start: int) -> TrackingResult:
         H, W = self._frame_hw
         n = self._n_user
         tracks = out.coords[:, :, :n] * _scale(self.interp_shape, (H, W), out.coords)
         vis, conf = out.vis[:, :, :n], out.conf[:, :, :n]
         q = self._state.queries[:, :n].clone()
         q[..., 1:] *= _scale(self.interp_shape, (H, W), q)
-        return TrackingResult(tracks, vis * conf > self.visibility_threshold, conf, q)
+        return TrackingResult(tracks, vis * conf > self.visibility_threshold, conf, q, start)
 
 
 def _slice_frames(r: TrackingResult, a: int, b: int) -> TrackingResult:
-    return TrackingResult(r.tracks[:, a:b], r.visibility[:, a:b], r.confidence[:, a:b], r.queries)
+    return TrackingResult(r.tracks[:, a:b], r.visibility[:, a:b], r.confidence[:, a:b], r.queries,
+                          r.start_frame + a)
 
 
 def _as_chunk(frames) -> Tensor:

@@ -465,9 +465,11 @@ def test_online_keep_history_false_returns_recent_frames(online_model):
     assert a.tracks.shape[1] == 20 and b.tracks.shape[1] == 8
     torch.testing.assert_close(b.tracks, a.tracks[:, 12:])
     assert torch.equal(b.visibility, a.visibility[:, 12:])
+    assert a.start_frame == 0 and b.start_frame == 12
     fa, fb = full.finish(), recent.finish()
     torch.testing.assert_close(fb.tracks, fa.tracks[:, -fb.tracks.shape[1]:])
     assert fb.tracks.shape[1] < 20
+    assert fb.start_frame == 20 - fb.tracks.shape[1]
 
 
 def test_online_odd_frame_size(online_model):
