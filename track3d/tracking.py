@@ -20,8 +20,9 @@ import torch
 
 import cotracker3
 from cotracker3.errors import QueryError
+from cotracker3.predictor import check_queries
 from track3d import io, video as video_io
-from track3d.errors import Track3DError
+from track3d.errors import Track3DError, VideoError
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ def track(
         result, frame_hw, n_frames = _track_online(video, read_kw, opts, queries, info, model, notify)
         timings["track"] = time.perf_counter() - t0
     else:
-        frames, read_info = _read_all(video, read_kw, info, notify)
+        frames = _read_all(video, read_kw, info, notify)
         timings["read_video"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         frame_hw, n_frames = frames.shape[1:3], len(frames)
@@ -236,10 +237,6 @@ def track(
     back = np.array([(info.width - 1) / max(W - 1, 1), (info.height - 1) / max(H - 1, 1)], dtype=np.float32)
     out["tracks"] = out["tracks"] * back
     out["queries"][:, 1:] *= back
-    stop = info.num_frames if opts.end is None or info.num_frames is None else min(opts.end, info.num_frames)
-    indices = np.arange(opts.start, opts.start + n_frames * opts.stride, opts.stride, dtype=np.int64)
-    if stop is not None:
-        indices = indices[indices < max(stop, opts.start + 1)] if len(indices) > n_frames else indices
     return Tracks(
         tracks=out["tracks"].astype(np.float32),
         visibility=out["visibility"].astype(bool),
@@ -247,7 +244,7 @@ def track(
         queries=out["queries"].astype(np.float32),
         fps=float(info.fps) / opts.stride,
         frame_size=(info.width, info.height),
-        frame_indices=indices[:n_frames],
+        frame_indices=opts.start + opts.stride * np.arange(n_frames, dtype=np.int64),
         source=str(video),
         model=label,
         timings=timings,
@@ -262,19 +259,7 @@ def _check_grid_frame(frame: int, n_frames: int) -> None:
 def _to_read_pixels(queries: np.ndarray, info, frame_hw, n_frames) -> np.ndarray:
     """Source-pixel queries to the pixels of the frames as read (after max_side)."""
     H, W = frame_hw
-    q = queries.copy()
-    if not np.isfinite(q).all():
-        raise QueryError("queries contain NaN or infinity")
-    bad = (q[:, 1] < 0) | (q[:, 1] > info.width - 1) | (q[:, 2] < 0) | (q[:, 2] > info.height - 1)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise QueryError(f"{int(bad.sum())} query point(s) lie outside the {info.width}x{info.height} video, "
-                         f"e.g. row {i}: ({q[i, 1]:g}, {q[i, 2]:g})")
-    bad = (q[:, 0] < 0) | (q[:, 0] > n_frames - 1) | (q[:, 0] != np.round(q[:, 0]))
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise QueryError(f"query frame indices must be integers in [0, {n_frames - 1}] (the selected frames); "
-                         f"row {i} has t={q[i, 0]:g}")
+    q = check_queries(queries, 1, n_frames, info.width, info.height, "cpu")[0].numpy()
     q[:, 1] *= (W - 1) / max(info.width - 1, 1)
     q[:, 2] *= (H - 1) / max(info.height - 1, 1)
     return q
@@ -287,10 +272,8 @@ def _read_all(video, read_kw, info, notify):
         frames.append(frame)
         notify("read", i + 1, total)
     if len(frames) < 2:
-        from track3d.errors import VideoError
-
         raise VideoError(f"{video}: {len(frames)} frame(s) selected; tracking needs at least 2")
-    return np.stack(frames), info
+    return np.stack(frames)
 
 
 def _expected_frames(info, read_kw) -> int:
@@ -305,8 +288,6 @@ def _track_online(video, read_kw, opts, queries, info, model, notify):
     frames = video_io.iter_frames(video, **read_kw)
     first = next(frames, None)
     if first is None:
-        from track3d.errors import VideoError
-
         raise VideoError(f"{video}: no frame selected")
     H, W = first.shape[:2]
     total = _expected_frames(info, read_kw)
@@ -329,7 +310,5 @@ def _track_online(video, read_kw, opts, queries, info, model, notify):
     for result in pred.track(counted()):
         pass
     if count < 2:
-        from track3d.errors import VideoError
-
         raise VideoError(f"{video}: {count} frame(s) selected; tracking needs at least 2")
     return result, (H, W), count
