@@ -188,6 +188,27 @@ def resize_frames(video: Tensor, size: tuple[int, int]) -> Tensor:
     return out.reshape(B, T, C, *size)
 
 
+class _PredictorBase:
+    """What both predictors share: the model, its resolution, iterations, threshold."""
+
+    def __init__(self, model: CoTracker3, kind: type, iters: int, visibility_threshold: float):
+        if not isinstance(model, kind):
+            other = "OnlinePredictor" if kind is CoTracker3Offline else "Predictor"
+            raise TypeError(f"{type(self).__name__} needs a {kind.__name__} model, got "
+                            f"{type(model).__name__}; use {other}")
+        if iters < 1:
+            raise ValueError(f"iters must be at least 1, got {iters}")
+        self.model = model.eval()
+        self.iters = iters
+        self.visibility_threshold = visibility_threshold
+        self.interp_shape = tuple(model.model_resolution)
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the model's parameters (inputs are moved there)."""
+        return next(self.model.parameters()).device
+
+
 def _scale(src: tuple[int, int], dst: tuple[int, int], ref: Tensor) -> Tensor:
     """Factor mapping ``(x, y)`` pixels of a ``src=(H, W)`` frame onto a ``dst`` frame."""
     return ref.new_tensor([(dst[1] - 1) / (src[1] - 1), (dst[0] - 1) / (src[0] - 1)])
@@ -198,7 +219,7 @@ def _scale(src: tuple[int, int], dst: tuple[int, int], ref: Tensor) -> Tensor:
 # --------------------------------------------------------------------------
 
 
-class Predictor:
+class Predictor(_PredictorBase):
     """Offline tracking of a whole video with a :class:`CoTracker3Offline`.
 
     Args:
@@ -220,17 +241,8 @@ class Predictor:
         visibility_threshold: float = OFFLINE_VISIBILITY_THRESHOLD,
         support_grid_size: int = SUPPORT_GRID_SIZE,
     ):
-        if not isinstance(model, CoTracker3Offline):
-            raise TypeError(f"Predictor needs an offline model, got {type(model).__name__}; use OnlinePredictor")
-        self.model = model.eval()
-        self.iters = iters
-        self.visibility_threshold = visibility_threshold
+        super().__init__(model, CoTracker3Offline, iters, visibility_threshold)
         self.support_grid_size = support_grid_size
-        self.interp_shape = tuple(model.model_resolution)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
 
     @torch.no_grad()
     def __call__(
@@ -371,7 +383,7 @@ class Predictor:
 # --------------------------------------------------------------------------
 
 
-class OnlinePredictor:
+class OnlinePredictor(_PredictorBase):
     """Streaming tracking with a :class:`CoTracker3Online`.
 
     Two ways to drive it:
@@ -401,20 +413,11 @@ class OnlinePredictor:
         visibility_threshold: float = ONLINE_VISIBILITY_THRESHOLD,
         keep_history: bool = True,
     ):
-        if not isinstance(model, CoTracker3Online):
-            raise TypeError(f"OnlinePredictor needs an online model, got {type(model).__name__}; use Predictor")
-        self.model = model.eval()
-        self.iters = iters
-        self.visibility_threshold = visibility_threshold
+        super().__init__(model, CoTracker3Online, iters, visibility_threshold)
         self.keep_history = keep_history
-        self.interp_shape = tuple(model.model_resolution)
         self.step = model.step
         self.window_len = model.window_len
         self._state: OnlineState | None = None
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
 
     # -- the reference-style interface --------------------------------------
 

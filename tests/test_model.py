@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import cotracker3
+from small_models import SMALL, one_thread, small_model  # noqa: F401  (one_thread is a fixture)
 from cotracker3.errors import CoTrackerError
 from cotracker3.model import (
     BasicEncoder,
@@ -31,26 +32,7 @@ from cotracker3.model import (
     sincos_time_embedding,
 )
 
-# A small architecture: latent_dim % 4 == 0, hidden_size % num_heads == 0, and
-# model_resolution a multiple of stride * 2**(corr_levels - 1) = 32.
-SMALL = dict(
-    window_len=8,
-    latent_dim=32,
-    hidden_size=64,
-    num_heads=2,
-    num_virtual_tracks=4,
-    model_resolution=(64, 96),
-    corr_hidden_dim=32,
-    corr_embed_dim=16,
-)
 H, W = SMALL["model_resolution"]
-
-
-def small_model(kind: str = "offline", seed: int = 0, **overrides):
-    """A small randomly initialised model, the same for the same seed."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return cotracker3.build_model(kind, **{**SMALL, **overrides}).eval()
 
 
 def random_video(T: int, h: int = H, w: int = W, B: int = 1, seed: int = 0) -> torch.Tensor:
@@ -65,13 +47,7 @@ def random_queries(N: int, T: int, B: int = 1, seed: int = 1, h: int = H, w: int
     return torch.cat([t, xy], dim=-1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The models here are tiny: one intra-op thread is faster than contended threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,26 +15,11 @@ import pytest
 import torch
 
 import cotracker3
+from small_models import SMALL, one_thread, small_model  # noqa: F401  (one_thread is a fixture)
 from cotracker3.errors import CoTrackerError, InputError, QueryError
 from cotracker3.predictor import OnlinePredictor, Predictor, TrackingResult, grid_points
 
-SMALL = dict(
-    window_len=8,
-    latent_dim=32,
-    hidden_size=64,
-    num_heads=2,
-    num_virtual_tracks=4,
-    model_resolution=(64, 96),
-    corr_hidden_dim=32,
-    corr_embed_dim=16,
-)
 MH, MW = SMALL["model_resolution"]
-
-
-def small_model(kind: str, seed: int = 0):
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return cotracker3.build_model(kind, **SMALL).eval()
 
 
 def random_video(T: int, h: int = 32, w: int = 40, B: int = 1, seed: int = 0) -> torch.Tensor:
@@ -48,13 +33,7 @@ def model_to_caller(h: int, w: int) -> torch.Tensor:
     return torch.tensor([(w - 1) / (MW - 1), (h - 1) / (MH - 1)])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The models here are tiny: one intra-op thread is faster than contended threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
