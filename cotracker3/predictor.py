@@ -555,9 +555,9 @@ class OnlinePredictor(_PredictorBase):
     def track(self, frames: Iterable, chunk: int = 8) -> Iterator[TrackingResult]:
         """Stream an iterable of frames ``(H, W, 3)`` uint8 (e.g. from a video reader).
 
-        Yields the newly finalised tracks after each window (unbatched input gives
-        batch 1); the last item is the result of :meth:`finish`. Call :meth:`start`
-        first.
+        Yields the tracks so far (see ``keep_history``) after each window that
+        ran (batch 1); the last item is the result of :meth:`finish`. Call
+        :meth:`start` first.
         """
         batch = []
         for frame in frames:

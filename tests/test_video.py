@@ -153,6 +153,15 @@ def test_start_end_stride(tmp_path):
     assert _indices(read_video(path, start=8, end=100)[0]) == [8, 9]
 
 
+def test_read_video_reports_progress(tmp_path):
+    path = _write(tmp_path / "clip.mp4", _level_frames())
+    calls = []
+    frames, _ = read_video(path, start=2, end=9, stride=3, progress=lambda n, total: calls.append((n, total)))
+    # Frames 2, 5, 8 are selected: three calls, each with the known total of 3.
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+    assert len(frames) == 3
+
+
 def test_selection_on_a_container_without_frame_count(tmp_path):
     path = _write(tmp_path / "clip.mkv", _level_frames())
     frames, info = read_video(path, start=1, stride=4)

@@ -204,7 +204,7 @@ def track(
         result, frame_hw, n_frames = _track_online(video, read_kw, opts, queries, info, model, notify)
         timings["track"] = time.perf_counter() - t0
     else:
-        frames = _read_all(video, read_kw, info, notify)
+        frames = _read_all(video, read_kw, notify)
         timings["read_video"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         frame_hw, n_frames = frames.shape[1:3], len(frames)
@@ -265,15 +265,11 @@ def _to_read_pixels(queries: np.ndarray, info, frame_hw, n_frames) -> np.ndarray
     return q
 
 
-def _read_all(video, read_kw, info, notify):
-    frames = []
-    total = _expected_frames(info, read_kw)
-    for i, frame in enumerate(video_io.iter_frames(video, **read_kw)):
-        frames.append(frame)
-        notify("read", i + 1, total)
+def _read_all(video, read_kw, notify):
+    frames, _ = video_io.read_video(video, **read_kw, progress=lambda n, total: notify("read", n, total or 0))
     if len(frames) < 2:
         raise VideoError(f"{video}: {len(frames)} frame(s) selected; tracking needs at least 2")
-    return np.stack(frames)
+    return frames
 
 
 def _expected_frames(info, read_kw) -> int:

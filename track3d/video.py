@@ -33,7 +33,7 @@ import logging
 import math
 import operator
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -531,12 +531,15 @@ def read_video(
     size: tuple[int, int] | None = None,
     max_side: int | None = None,
     fps: float | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> tuple[np.ndarray, VideoInfo]:
     """Decode a video (or a range of it) into one array.
 
     Args:
         path: A video file or a folder of images.
         start, end, stride, size, max_side, fps: As for :func:`iter_frames`.
+        progress: Called as ``progress(frames_read, expected_total)`` after each
+            frame; the total is None when the container does not say.
 
     Returns:
         ``(frames, info)``: the frames, and a :class:`VideoInfo` describing
@@ -553,9 +556,10 @@ def read_video(
     # Fill a preallocated buffer (exact when the count is known) rather than
     # stacking a list, so memory peaks at one copy of the video, not two.
     stop = source.num_frames if end is None else end
+    total = None
     if source.num_frames is not None and stop is not None:
         stop = min(stop, source.num_frames) if exact else stop
-        capacity = max(1, len(range(start, stop, stride)))
+        total = capacity = max(1, len(range(start, stop, stride)))
     else:
         capacity = 64
     video: np.ndarray | None = None
@@ -569,6 +573,8 @@ def read_video(
             video = grown
         video[count] = frame
         count += 1
+        if progress is not None:
+            progress(count, total)
     assert video is not None  # The iterator raises rather than yield nothing.
     if count < len(video):
         video = video[:count].copy()
