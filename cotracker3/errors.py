@@ -26,3 +26,7 @@ class CheckpointError(CoTrackerError, ValueError):
 
 class WeightsUnavailableError(CoTrackerError, RuntimeError):
     """Weights are neither on disk nor downloadable (names the file, URL, cache)."""
+
+
+class DatasetError(CoTrackerError, ValueError):
+    """An evaluation dataset file is missing, unreadable or of the wrong structure."""
