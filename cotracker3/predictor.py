@@ -137,7 +137,9 @@ def check_queries(queries, batch: int, num_frames: int, width: int, height: int,
 
     Raises:
         QueryError: wrong shape, NaN/inf, a frame index that is not an integer in
-            ``[0, T-1]``, or a point outside ``[0, W-1] x [0, H-1]``.
+            ``[0, T-1]``, or a point outside the frame's pixel area
+            ``[-0.5, W-0.5] x [-0.5, H-0.5]`` (``(0, 0)`` is the centre of the
+            top-left pixel, so the frame's edges lie half a pixel beyond).
     """
     if isinstance(queries, np.ndarray):
         queries = torch.from_numpy(queries)
@@ -158,11 +160,11 @@ def check_queries(queries, batch: int, num_frames: int, width: int, height: int,
             f"query frame indices must be integers in [0, {num_frames - 1}] (the video has "
             f"{num_frames} frames); row {_first(bad)} has t={float(t[bad][0]):g}"
         )
-    bad = (x < 0) | (x > width - 1) | (y < 0) | (y > height - 1)
+    bad = (x < -0.5) | (x > width - 0.5) | (y < -0.5) | (y > height - 0.5)
     if bad.any():
         raise QueryError(
             f"{int(bad.sum())} query point(s) lie outside the {width}x{height} frame "
-            f"(x in [0, {width - 1}], y in [0, {height - 1}]), e.g. row {_first(bad)}: "
+            f"(x in [-0.5, {width - 0.5}], y in [-0.5, {height - 0.5}]), e.g. row {_first(bad)}: "
             f"({float(x[bad][0]):g}, {float(y[bad][0]):g})"
         )
     return queries.clone()

@@ -524,3 +524,37 @@ def from_pretrained(
     model = build_model(name)
     path = resolve_weights(name, checkpoint, download=download, progress=progress)
     return load_checkpoint(model, path)
+
+
+def model_from_checkpoint(path: str | Path, kind: str | None = None) -> torch.nn.Module:
+    """Build the model a checkpoint file was saved from, and load it.
+
+    The published sizes are assumed. Offline and online models have the same
+    parameters; they differ in the window length stored in the ``time_emb``
+    buffer (60 frames offline, 16 online), which decides when ``kind`` is not
+    given. A file without ``time_emb`` loads as an offline model.
+
+    Args:
+        path: a ``.pth``/``.pt``/``.safetensors`` checkpoint.
+        kind: ``"offline"`` or ``"online"`` to force the architecture.
+
+    Returns:
+        The model, weights loaded, in eval mode, on the CPU.
+
+    Raises:
+        CheckpointError: the file does not exist, is not a checkpoint, or fits
+            neither architecture.
+    """
+    from cotracker3.model import build_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if kind is None:
+        state_dict = load_state_dict_file(path)
+        emb = state_dict.get("time_emb")
+        window = int(emb.shape[1]) if emb is not None and emb.ndim == 3 else None
+        kind = "online" if window == 16 else "offline"
+    if kind not in ("offline", "online"):
+        raise ValueError(f"kind must be 'offline', 'online' or None, got {kind!r}")
+    return load_checkpoint(build_model(kind), path)

@@ -293,3 +293,21 @@ def test_help_and_models_listing(capsys):
     assert main(["models"]) == 0
     listing = capsys.readouterr().out
     assert "cotracker3-offline" in listing and "scaled_online.pth" in listing and "not cached" in listing
+
+
+def test_baseline_tracker_needs_no_weights(video, tmp_path):
+    out = tmp_path / "lk"
+    assert run(video, "--grid", 3, "--model", "baseline", "--out", out) == 0
+    d = io.load_tracks(out)
+    assert d["tracks"].shape == (T, 9, 2) and d["visibility"][0].all()
+    # The frames slide right by 2 px per frame: interior points follow (x + 2 t).
+    q = d["queries"]
+    inner = (q[:, 1] > 8) & (q[:, 1] < W - 8 - 2 * T)
+    assert inner.any()
+    moved = d["tracks"][-1, inner, 0] - d["tracks"][0, inner, 0]
+    np.testing.assert_allclose(moved, -2 * (T - 1), atol=0.5)
+
+
+def test_baseline_with_online_is_refused(video, tmp_path, capsys):
+    out = tmp_path / "lk"
+    assert_user_error(run(video, "--model", "baseline", "--online", "--out", out), capsys, out, "baseline")

@@ -2,7 +2,8 @@
 
 Each sub-command is a thin layer over a Python function: ``track3d track``
 over :func:`track3d.track` (options from :class:`track3d.tracking.TrackOptions`),
-``track3d models`` over the weight registry. Mistakes in the input give a
+``track3d eval`` over :func:`cotracker3.evaluation.evaluate`, ``track3d models``
+over the weight registry. Mistakes in the input give a
 one-line error and exit code 2, never a traceback.
 """
 
@@ -66,6 +67,38 @@ def build_parser() -> argparse.ArgumentParser:
     _add_options(p, TrackOptions)
     p.set_defaults(func=cmd_track)
 
+    e = sub.add_parser(
+        "eval",
+        help="score a tracker on a TAP-Vid style dataset or the synthetic set (AJ, delta_avg, OA)",
+        description="Run a tracker on every video of DATASET at 256x256 with the TAP-Vid queries and print "
+        "the TAP-Vid metrics per video and their mean (average Jaccard AJ, average position accuracy "
+        "delta_avg, occlusion accuracy OA; in percent). DATASET is 'synthetic' (the held-out synthetic "
+        "set, rendered on the fly, in tiers), or a path in one of the published formats: TAP-Vid DAVIS "
+        "(.pkl dict), RGB-Stacking (.pkl list), Kinetics (folder of .pkl shards), RoboTAP (folder of "
+        ".pkl), Dynamic Replica (dataset root). Pickle files can run code when loaded: only evaluate "
+        "files from a source you trust.",
+    )
+    e.add_argument("dataset", help="'synthetic' or the path of a dataset")
+    e.add_argument("--tracker", required=True, metavar="NAME_OR_PATH",
+                   help="'baseline' (Lucas-Kanade), a registered weights name (see 'track3d models'), "
+                   "or a checkpoint file")
+    e.add_argument("--json", metavar="OUT", help="also write the per-video metrics and their 'mean' to this JSON file")
+    e.add_argument("--query-mode", choices=("first", "strided"), default="first",
+                   help="TAP-Vid query sampling: first visible frame of each track, or every 5th visible "
+                   "frame (default: first)")
+    e.add_argument("--format", default=None, metavar="FORMAT",
+                   help="dataset format (davis, rgb_stacking, kinetics, robotap, dynamic_replica); "
+                   "default: detected from the path")
+    e.add_argument("--tiers", nargs="+", metavar="TIER",
+                   help="synthetic tiers to run (default: all: static_camera moving_camera heavy_occlusion "
+                   "fast_motion)")
+    e.add_argument("--videos-per-tier", type=int, default=None, metavar="N",
+                   help="synthetic scenes per tier (default: the published set's 5)")
+    e.add_argument("--max-videos", type=int, default=None, metavar="N", help="stop after N videos")
+    e.add_argument("--iters", type=int, default=6, help="refinement iterations of the model (default: 6)")
+    e.add_argument("--device", default="auto", help="torch device: cpu, cuda, ... or auto (default: auto)")
+    e.set_defaults(func=cmd_eval)
+
     m = sub.add_parser("models", help="list the registered CoTracker3 weights and whether they are cached",
                        description="List the registered weights, where they come from and where they are cached.")
     m.set_defaults(func=cmd_models)
@@ -126,6 +159,62 @@ def cmd_track(args: argparse.Namespace) -> int:
     logger.info("tracked %d points through %d frames in %.1f s (%.0f%% visible) with %s",
                 N, T, time.perf_counter() - t0, 100 * n_vis, result.model)
     print(f"wrote {out_dir}/tracks.npz" + ("" if args.no_overlay else f" and {out_dir}/overlay.mp4"))
+    return EXIT_OK
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """``track3d eval``: TAP-Vid metrics of a tracker on a dataset."""
+    import itertools
+    import json
+
+    from cotracker3 import datasets, evaluation, synthetic
+    from track3d import io
+    from track3d.errors import OutputError, Track3DError
+    from track3d.tracking import resolve_device
+
+    json_path = Path(args.json) if args.json else None
+    if json_path is not None and not json_path.parent.is_dir():
+        raise OutputError(f"cannot write {json_path}: folder {json_path.parent} does not exist")
+    if args.iters < 1:
+        raise Track3DError(f"--iters must be at least 1, got {args.iters}")
+    if args.max_videos is not None and args.max_videos < 1:
+        raise Track3DError(f"--max-videos must be at least 1, got {args.max_videos}")
+    tracker, label = evaluation.load_tracker(args.tracker, device=resolve_device(args.device), iters=args.iters)
+    if args.dataset == "synthetic":
+        unknown = [t for t in args.tiers or [] if t not in synthetic.EVAL_TIERS]
+        if unknown:
+            raise Track3DError(f"unknown tier {unknown[0]!r}; tiers: {', '.join(synthetic.EVAL_TIERS)}")
+        per_tier = args.videos_per_tier or synthetic.EVAL_VIDEOS_PER_TIER
+        if per_tier < 1:
+            raise Track3DError(f"--videos-per-tier must be at least 1, got {per_tier}")
+        videos = evaluation.synthetic_videos(args.tiers, per_tier)
+        total = len(args.tiers or synthetic.EVAL_TIERS) * per_tier
+    else:
+        if args.tiers or args.videos_per_tier:
+            raise Track3DError("--tiers and --videos-per-tier apply to the 'synthetic' dataset only")
+        videos = datasets.read_dataset(args.dataset, args.format)
+        total = None
+    if args.max_videos:
+        videos = itertools.islice(videos, args.max_videos)
+        total = min(total, args.max_videos) if total else args.max_videos
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="eval", unit="video", leave=False)
+    try:
+        report = evaluation.evaluate(tracker, videos, args.query_mode, tracker_name=label,
+                                     dataset_name=args.dataset, progress=(lambda *a: bar.update(1)) if bar else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    if not report.videos:
+        raise Track3DError(f"no video of {args.dataset} could be scored"
+                           + "".join(f"; {n}: {why}" for n, why in list(report.skipped.items())[:3]))
+    print(report.table())
+    if json_path is not None:
+        io.write_json_atomic(json_path, report.to_json())
+        print(f"wrote {json_path}")
     return EXIT_OK
 
 

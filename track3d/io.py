@@ -316,3 +316,24 @@ def load_tracks(path: str | Path) -> dict[str, np.ndarray]:
         )
     _validate(arrays, ResultError, f"{path}: ")
     return arrays
+
+
+def write_json_atomic(path: str | Path, data) -> Path:
+    """Write ``data`` as indented JSON; the file appears complete or not at all.
+
+    NaN values are written as ``NaN`` (what Python's json reads back).
+
+    Raises:
+        OutputError: the folder does not exist or cannot be written.
+    """
+    import json
+
+    path = Path(path)
+    temporary = _sibling(path, "tmp")
+    try:
+        temporary.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path

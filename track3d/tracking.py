@@ -19,7 +19,9 @@ import numpy as np
 import torch
 
 import cotracker3
+from cotracker3.baseline import LucasKanadeTracker
 from cotracker3.errors import QueryError
+from cotracker3.evaluation import BASELINE
 from cotracker3.predictor import check_queries
 from track3d import io, video as video_io
 from track3d.errors import Track3DError, VideoError
@@ -42,7 +44,8 @@ class TrackOptions:
         "then pixels of the source video; replaces the grid"
     )
     model: str | None = _opt(
-        None, "registered weights name (cotracker3-offline, cotracker3-online, *-kubric); "
+        None, "registered weights name (cotracker3-offline, cotracker3-online, *-kubric), or 'baseline' "
+        "for the classical Lucas-Kanade tracker (no weights needed); "
         "default: cotracker3-online with --online, else cotracker3-offline"
     )
     checkpoint: str | None = _opt(None, "path of a checkpoint file to load instead of the registry's weights")
@@ -144,6 +147,11 @@ def resolve_device(device: str) -> torch.device:
 def load_tracker(options: TrackOptions) -> tuple[torch.nn.Module, str]:
     """Build the model the options name and load its weights. Returns ``(model, label)``."""
     name = options.model or ("cotracker3-online" if options.online else "cotracker3-offline")
+    if name == BASELINE:
+        if options.online or options.checkpoint:
+            raise Track3DError("the baseline tracker takes no --checkpoint and runs on the whole video: "
+                               "drop --online / --checkpoint")
+        return LucasKanadeTracker(), BASELINE
     cfg = cotracker3.weights.get_config(name)
     if cfg.offline == options.online:
         kind = "online" if options.online else "offline"
@@ -194,8 +202,12 @@ def track(
     if model is None:
         model, label = load_tracker(opts)
     else:
-        label = type(model).__name__
-    model = model.to(device)
+        label = BASELINE if isinstance(model, LucasKanadeTracker) else type(model).__name__
+    baseline = isinstance(model, LucasKanadeTracker)
+    if baseline and opts.online:
+        raise Track3DError("the baseline tracker runs on the whole video: drop --online")
+    if not baseline:
+        model = model.to(device)
     timings["load_model"] = time.perf_counter() - t0
 
     notify = progress or (lambda *a: None)
@@ -209,7 +221,7 @@ def track(
         t0 = time.perf_counter()
         frame_hw, n_frames = frames.shape[1:3], len(frames)
         q = None if queries is None else _to_read_pixels(queries, info, frame_hw, n_frames)
-        pred = cotracker3.Predictor(model, iters=opts.iters)
+        pred = model if baseline else cotracker3.Predictor(model, iters=opts.iters)
         total = opts.iters * (2 if opts.backward else 1)
         done = [0]
 
@@ -217,7 +229,8 @@ def track(
             done[0] += 1
             notify("refine", done[0], total)
 
-        model.progress = on_iter
+        if not baseline:
+            model.progress = on_iter
         try:
             video_t = torch.from_numpy(frames).permute(0, 3, 1, 2)[None]
             del frames
@@ -228,7 +241,8 @@ def track(
             else:
                 result = pred(video_t, queries=q, backward_tracking=opts.backward)
         finally:
-            model.progress = None
+            if not baseline:
+                model.progress = None
         timings["track"] = time.perf_counter() - t0
 
     out = result.numpy()
