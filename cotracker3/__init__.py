@@ -11,10 +11,17 @@ The public contract::
 
 Modules: :mod:`~cotracker3.model` (the architecture), :mod:`~cotracker3.predictor`
 (pre/post-processing, offline and streaming trackers), :mod:`~cotracker3.weights`
-(registry, cache, download, safe loading), :mod:`~cotracker3.errors`.
+(registry, cache, download, safe loading), :mod:`~cotracker3.baseline` (the
+classical Lucas-Kanade tracker, same API as the predictors),
+:mod:`~cotracker3.synthetic` (rendered scenes with full 2D/3D ground truth),
+:mod:`~cotracker3.tapvid` (TAP-Vid metrics), :mod:`~cotracker3.datasets`
+(benchmark readers), :mod:`~cotracker3.evaluation` (scoring trackers),
+:mod:`~cotracker3.errors`.
 """
 
-from cotracker3.errors import CheckpointError, CoTrackerError, InputError, QueryError, WeightsUnavailableError
+from cotracker3.baseline import LucasKanadeTracker
+from cotracker3.errors import (CheckpointError, CoTrackerError, DatasetError, InputError, QueryError,
+                               WeightsUnavailableError)
 from cotracker3.model import CoTracker3Offline, CoTracker3Online, ModelOutput, build_model
 from cotracker3.predictor import OnlinePredictor, Predictor, TrackingResult, grid_points
 from cotracker3.weights import REGISTRY, cache_dir, from_pretrained, load_checkpoint, resolve_weights
@@ -33,8 +40,10 @@ __all__ = [
     "OnlinePredictor",
     "TrackingResult",
     "grid_points",
+    "LucasKanadeTracker",
     "CoTrackerError",
     "CheckpointError",
+    "DatasetError",
     "InputError",
     "QueryError",
     "WeightsUnavailableError",
