@@ -277,8 +277,9 @@ T_ERR, H_ERR, W_ERR = 6, 32, 40
     [
         ([[0.0, float("nan"), 3.0]], "NaN"),
         ([[0.0, 3.0, float("inf")]], "NaN or infinity"),
-        ([[0.0, W_ERR - 1 + 0.5, 3.0]], "outside"),
-        ([[0.0, -0.5, 3.0]], "outside"),
+        # The pixel area is [-0.5, W - 0.5] x [-0.5, H - 0.5] ((0, 0) is the centre of the top-left pixel).
+        ([[0.0, W_ERR - 0.5 + 0.01, 3.0]], "outside"),
+        ([[0.0, -0.51, 3.0]], "outside"),
         ([[0.0, 3.0, H_ERR]], "outside"),
         ([[T_ERR, 3.0, 3.0]], "integers"),  # t past the end
         ([[-1.0, 3.0, 3.0]], "integers"),
@@ -532,3 +533,11 @@ def test_online_bad_frames(online_model):
         pred.push(torch.zeros(2, 3, 32, 40, dtype=torch.int64))
     with pytest.raises(InputError, match="tensor or array"):
         pred.push("frames")
+
+
+def test_queries_on_the_frame_edges_are_accepted():
+    from cotracker3.predictor import check_queries
+
+    edges = [[0, -0.5, -0.5], [1, W_ERR - 0.5, H_ERR - 0.5]]
+    q = check_queries(edges, 1, T_ERR, W_ERR, H_ERR, "cpu")
+    np.testing.assert_array_equal(q[0].numpy(), np.array(edges, np.float32))
