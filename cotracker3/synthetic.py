@@ -249,24 +249,28 @@ def _look_at(eye: np.ndarray, target: np.ndarray, roll: np.ndarray) -> np.ndarra
 
 
 @functools.lru_cache(maxsize=None)
-def _photo(name: str) -> np.ndarray:
+def _photo(name: str) -> tuple[np.ndarray, bool]:
+    """A photograph of ``skimage.data`` as ``(H, W, 3)`` float32, and whether it is grey."""
     from skimage import data  # imported here: only scenes need it
 
     img = np.asarray(getattr(data, name)())
     if img.dtype == bool:
         img = img.astype(np.uint8) * 255
-    if img.ndim == 2:
+    grey = img.ndim == 2
+    if grey:
         img = np.repeat(img[..., None], 3, axis=2)
-    return np.ascontiguousarray(img[..., :3].astype(np.uint8))
+    img = np.ascontiguousarray(img[..., :3].astype(np.float32))
+    img.setflags(write=False)
+    return img, grey
 
 
 def _photo_texture(rng: np.random.Generator, size: int) -> np.ndarray:
-    img = _photo(PHOTOS[rng.integers(len(PHOTOS))]).astype(np.float32)
+    img, grey = _photo(PHOTOS[rng.integers(len(PHOTOS))])
     h, w = img.shape[:2]
     side = int(min(h, w) * rng.uniform(0.4, 1.0))
     y0, x0 = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
     tex = cv2.resize(img[y0:y0 + side, x0:x0 + side], (size, size), interpolation=cv2.INTER_AREA)
-    if np.ptp(tex.reshape(-1, 3), axis=0).max() < 1e-3 or np.allclose(tex[..., 0], tex[..., 1]):
+    if grey:
         tex = tex * rng.uniform(0.5, 1.0, size=3)  # tint grey photographs
     if rng.random() < 0.5:
         tex = tex[:, ::-1]
@@ -502,8 +506,8 @@ class _Caster:
         can cover, so small objects cost little.
 
         Returns:
-            ray parameter ``(Hs, Ws)``, object ``(Hs, Ws)``, local hit point
-            ``(Hs, Ws, 3)``, world ray directions ``(Hs, Ws, 3)``.
+            ray parameter ``(Hs, Ws)``, object ``(Hs, Ws)``, world ray directions
+            ``(Hs, Ws, 3)``, camera ``z`` per unit of ray length ``(Hs, Ws)``.
         """
         Hs, Ws = H * ss, W * ss
         cam_dirs, zlen = _camera_rays((K[0, 0], K[0, 2], K[1, 1], K[1, 2]), H, W, ss)
@@ -511,8 +515,8 @@ class _Caster:
         origin = torch.from_numpy(camera_centres(pose[None])[0]).float()
         best_t = torch.full((Hs, Ws), math.inf)
         best_obj = torch.full((Hs, Ws), -1, dtype=torch.int64)
-        best_local = torch.zeros(Hs, Ws, 3)
         self.windows = []
+        self.origin = origin
         for i, obj in enumerate(self.objects):
             win = _window(obj, f, K, pose, H, W, ss)
             self.windows.append(win)
@@ -520,19 +524,20 @@ class _Caster:
                 self.windows[-1] = None
                 continue
             (y0, y1), (x0, x1) = win
-            rot, pos = self.rot[i][f], self.pos[i][f]
-            o = rot.T @ (origin - pos)
-            d = dirs[y0:y1, x0:x1] @ rot  # rows: rot^T d
+            o, d = self._to_local(i, f, origin, dirs[y0:y1, x0:x1])
             t = self._intersect(obj, o, d)
             bt = best_t[y0:y1, x0:x1]
             closer = t < bt
             best_t[y0:y1, x0:x1] = torch.where(closer, t, bt)
             best_obj[y0:y1, x0:x1] = torch.where(closer, i, best_obj[y0:y1, x0:x1])
-            local = o + t.nan_to_num(0, 0, 0)[..., None] * d
-            best_local[y0:y1, x0:x1] = torch.where(closer[..., None], local, best_local[y0:y1, x0:x1])
-        return best_t, best_obj, best_local, dirs, zlen
+        return best_t, best_obj, dirs, zlen
 
-    def shade(self, f: int, obj: torch.Tensor, local: torch.Tensor, dirs: torch.Tensor,
+    def _to_local(self, i: int, f: int, origin: torch.Tensor, dirs: torch.Tensor):
+        """A world ray origin ``(3,)`` and directions ``(..., 3)`` in object ``i``'s frame at frame ``f``."""
+        rot, pos = self.rot[i][f], self.pos[i][f]
+        return rot.T @ (origin - pos), dirs @ rot  # rows of dirs @ rot: rot^T d
+
+    def shade(self, f: int, t: torch.Tensor, obj: torch.Tensor, dirs: torch.Tensor,
               atlas: torch.Tensor, light: torch.Tensor, sky: torch.Tensor) -> torch.Tensor:
         """Colour ``(Hs, Ws, 3)`` of the hits of :meth:`cast_image` (call it first):
         bilinear texture from the atlas times Lambertian shading; ``sky`` where nothing is hit."""
@@ -549,7 +554,8 @@ class _Caster:
             m = obj[y0:y1, x0:x1] == i
             if not bool(m.any()):
                 continue
-            p = local[y0:y1, x0:x1]
+            o_l, d_l = self._to_local(i, f, self.origin, dirs[y0:y1, x0:x1])
+            p = o_l + t[y0:y1, x0:x1].nan_to_num(0, 0, 0)[..., None] * d_l
             half = torch.from_numpy(o.half).float()
             if o.kind == QUAD:
                 scale = o.repeat / max(float(half[0]), float(half[1]))
@@ -700,13 +706,13 @@ def render_scene(config: SceneConfig | None = None, seed: int = 0, name: str = "
         frames = np.empty((T, H, W, 3), np.uint8)
         for f in range(T):
             # Depth and segmentation at pixel centres.
-            t, obj, local, dirs, zlen = caster.cast_image(f, K, cam_from_world[f], H, W, 1)
+            t, obj, dirs, zlen = caster.cast_image(f, K, cam_from_world[f], H, W, 1)
             depth[f] = (t * zlen).numpy()
             segmentation[f] = obj.numpy()
             # Colour: supersampled, textured, Lambertian-shaded.
             if ss > 1:
-                t, obj, local, dirs, _ = caster.cast_image(f, K, cam_from_world[f], H, W, ss)
-            rgb = caster.shade(f, obj, local, dirs, atlas_t, light, sky)
+                t, obj, dirs, _ = caster.cast_image(f, K, cam_from_world[f], H, W, ss)
+            rgb = caster.shade(f, t, obj, dirs, atlas_t, light, sky)
             rgb = rgb.reshape(H, ss, W, ss, 3).mean((1, 3))
             frames[f] = rgb.round().clamp(0, 255).to(torch.uint8).numpy()
 
