@@ -1,0 +1,397 @@
+"""``recon.reconstruct``: 2D tracks in, cameras, a static point cloud and 3D trajectories out.
+
+Stages:
+
+1. **Selection**: tracks visible in at least ``min_track_length`` frames (and,
+   when a confidence is given, confident enough there).
+2. **Static/moving separation** (:mod:`recon.separation`): epipolar residuals
+   over many frame pairs, before any mapping, so that moving points never
+   reach the mapper.
+3. **Cameras** (:mod:`recon.colmap`): COLMAP's incremental mapper and bundle
+   adjustment on the static tracks (one shared camera; focal length estimated
+   unless intrinsics are given). Frames it cannot register stay NaN.
+4. **Re-separation**: every track is triangulated with the solved cameras and
+   re-classified by its reprojection error.
+5. **3D**: static tracks are one point each (constant over time); moving
+   tracks are placed per frame: back-projected through the given depth maps
+   (scaled to the reconstruction with the static points), or, without depth,
+   at the depth of the static points around them in the image, a best-effort
+   guess whose ``reliability`` says so.
+
+Degenerate input (a still camera, a rotating one, too few tracks, every track
+moving, very short videos) never raises: :attr:`Reconstruction.status` says
+what was solved and why the rest was not.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from recon import colmap, separation
+from recon.geometry import to_camera
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ReconOptions:
+    """How tracks are turned into 3D.
+
+    Attributes:
+        min_track_length: tracks visible in fewer frames are not used.
+        min_confidence: observations with lower confidence count as not visible.
+        epipolar_threshold: px; tracks whose median epipolar (or, without
+            parallax, homography) residual exceeds it are moving.
+        reprojection_threshold: px; after mapping, tracks reprojecting worse are moving.
+        still_threshold: px; frame pairs whose median motion is smaller show a still camera.
+        refinements: times the cameras are solved again when re-separation
+            changed the static set by more than 2%.
+        min_static_tracks: fewer static tracks than this: cameras are not solved.
+        max_gap: largest frame gap of matched pairs (default: the whole video).
+        depth_scale_from_static: align given depth maps to the reconstruction
+            with the static points (otherwise depth is taken as in reconstruction units).
+        neighbours: static neighbours whose depth a moving point borrows when no depth is given.
+        seed: random seed of RANSAC and the mapper.
+    """
+
+    min_track_length: int = 3
+    min_confidence: float = 0.0
+    epipolar_threshold: float = 2.0
+    reprojection_threshold: float = 2.0
+    still_threshold: float = 1.5
+    min_static_tracks: int = 20
+    refinements: int = 2
+    max_gap: int | None = None
+    depth_scale_from_static: bool = True
+    neighbours: int = 8
+    seed: int = 0
+
+
+@dataclass
+class Status:
+    """What was solved, and why anything was not.
+
+    Attributes:
+        cameras: ``"solved"``, ``"still"`` (no camera motion: poses are the
+            identity, depth unknown without depth maps), ``"rotation"`` (no
+            parallax), or ``"failed"``.
+        registered: frames with a pose / all frames.
+        focal: ``"given"``, ``"estimated"`` or ``"unknown"``.
+        static_tracks, moving_tracks, unused_tracks: counts.
+        moving_3d: ``"depth"`` (from depth maps), ``"estimated"`` (best effort,
+            low reliability) or ``"none"``.
+        mean_reprojection_error: px over the static points (NaN if none).
+        messages: what happened, in order; warnings included.
+        timings: seconds per stage.
+    """
+
+    cameras: str = "failed"
+    registered: tuple[int, int] = (0, 0)
+    focal: str = "unknown"
+    static_tracks: int = 0
+    moving_tracks: int = 0
+    unused_tracks: int = 0
+    moving_3d: str = "none"
+    mean_reprojection_error: float = float("nan")
+    messages: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        head = (f"cameras {self.cameras} ({self.registered[0]}/{self.registered[1]} frames, focal {self.focal}); "
+                f"{self.static_tracks} static, {self.moving_tracks} moving, {self.unused_tracks} unused tracks; "
+                f"moving 3D: {self.moving_3d}")
+        return "\n".join([head] + [f"  - {m}" for m in self.messages])
+
+    def note(self, message: str) -> None:
+        logger.info(message)
+        self.messages.append(message)
+
+
+@dataclass
+class Reconstruction:
+    """Cameras and 3D of a tracked video.
+
+    Attributes:
+        cam_from_world: ``(T, 4, 4)`` float64 OpenCV poses, NaN for unsolved frames.
+        K: ``(T, 3, 3)`` float64 intrinsics, pixels with ``(0, 0)`` the centre of
+            the top-left pixel (NaN where unknown).
+        registered: ``(T,)`` bool.
+        trajectories: ``(T, N, 3)`` float64 world coordinates of every track per
+            frame, NaN where unknown (static tracks: the same point in every frame).
+        is_dynamic: ``(N,)`` bool: the track moves independently of the camera.
+        reliability: ``(N,)`` float in ``[0, 1]``: how well each 3D trajectory is
+            determined (0: unknown; triangulated static points near 1 when their
+            rays are well separated; moving points without depth maps at most 0.2).
+        status: :class:`Status`.
+        points: ``(M, 3)`` the static point cloud (rows of ``trajectories`` that are static and known).
+        point_tracks: ``(M,)`` the track index of each static point.
+        colmap_model: the ``pycolmap.Reconstruction`` (for :func:`recon.export_colmap`), or None.
+    """
+
+    cam_from_world: np.ndarray
+    K: np.ndarray
+    registered: np.ndarray
+    trajectories: np.ndarray
+    is_dynamic: np.ndarray
+    reliability: np.ndarray
+    status: Status
+    points: np.ndarray
+    point_tracks: np.ndarray
+    colmap_model: object = None
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays, for ``np.savez``."""
+        return {
+            "cam_from_world": self.cam_from_world, "K": self.K, "registered": self.registered,
+            "trajectories": self.trajectories, "is_dynamic": self.is_dynamic,
+            "reliability": self.reliability, "points": self.points, "point_tracks": self.point_tracks,
+        }
+
+
+def _check(tracks, visibility, image_size, confidence, intrinsics, depth):
+    tracks = np.asarray(tracks, dtype=np.float64)
+    visibility = np.asarray(visibility)
+    if tracks.ndim != 3 or tracks.shape[-1] != 2:
+        raise ValueError(f"tracks must be (T, N, 2) pixels, got shape {tracks.shape}")
+    if visibility.shape != tracks.shape[:2]:
+        raise ValueError(f"visibility must be (T, N) = {tracks.shape[:2]}, got {visibility.shape}")
+    visibility = visibility.astype(bool) & np.isfinite(tracks).all(-1)
+    try:
+        W, H = (int(v) for v in image_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"image_size must be (W, H), got {image_size!r}") from None
+    if W < 2 or H < 2:
+        raise ValueError(f"image_size must be at least 2x2, got {W}x{H}")
+    T = tracks.shape[0]
+    if confidence is not None:
+        confidence = np.asarray(confidence, dtype=np.float64)
+        if confidence.shape != visibility.shape:
+            raise ValueError(f"confidence must be (T, N) = {visibility.shape}, got {confidence.shape}")
+    K = None
+    if intrinsics is not None:
+        K = np.asarray(intrinsics, dtype=np.float64)
+        if K.shape == (T, 3, 3):
+            if not np.allclose(K, K[:1]):
+                raise ValueError("per-frame intrinsics that change over time are not supported: give one (3, 3) K")
+            K = K[0]
+        if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
+            raise ValueError(f"intrinsics must be a (3, 3) camera matrix with positive focal lengths, got {K}")
+    if depth is not None:
+        depth = np.asarray(depth, dtype=np.float64)
+        if depth.shape != (T, H, W):
+            raise ValueError(f"depth must be (T, H, W) = {(T, H, W)} maps, got {depth.shape}")
+    return tracks, visibility, (W, H), confidence, K, depth
+
+
+def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None, depth=None,
+                options: ReconOptions | None = None) -> Reconstruction:
+    """Cameras, a static point cloud and 3D trajectories from 2D tracks.
+
+    Args:
+        tracks: ``(T, N, 2)`` pixels ``(x, y)``, ``(0, 0)`` the centre of the top-left pixel.
+        visibility: ``(T, N)`` bool.
+        image_size: ``(W, H)`` of the frames.
+        confidence: optional ``(T, N)`` in ``[0, 1]``; with ``options.min_confidence``.
+        intrinsics: optional ``(3, 3)`` (or constant ``(T, 3, 3)``) camera matrix,
+            kept fixed; otherwise one focal length is estimated.
+        depth: optional ``(T, H, W)`` depth maps (camera ``z``, any consistent unit;
+            0, NaN or inf where unknown) from an RGB-D capture or a depth estimator.
+        options: :class:`ReconOptions`.
+
+    Returns:
+        :class:`Reconstruction`.
+
+    Raises:
+        ValueError: arrays of the wrong shapes (degenerate *geometry* never raises).
+    """
+    opts = options or ReconOptions()
+    tracks, visibility, (W, H), confidence, K_given, depth = _check(
+        tracks, visibility, image_size, confidence, intrinsics, depth)
+    T, N = visibility.shape
+    status = Status(registered=(0, T), focal="given" if K_given is not None else "unknown")
+    t0 = time.perf_counter()
+
+    # 1. Selection.
+    vis = visibility if confidence is None else visibility & (confidence >= opts.min_confidence)
+    selected = vis.sum(0) >= opts.min_track_length
+    status.unused_tracks = int((~selected).sum())
+    if T < 2:
+        status.note(f"{T} frame(s): nothing can be reconstructed")
+    # 2. Separation before mapping.
+    score, motion = separation.epipolar_scores(tracks, vis, selected, image_size=(W, H),
+                                               threshold=opts.epipolar_threshold,
+                                               still_threshold=opts.still_threshold, seed=opts.seed)
+    score[~selected] = np.nan
+    is_dynamic = selected & (score > opts.epipolar_threshold)
+    static = selected & ~is_dynamic & np.isfinite(score)
+    status.timings["separation"] = time.perf_counter() - t0
+    status.note(f"frame pairs: {motion.num_pairs} with shared tracks ({motion.general} with parallax, "
+                f"{motion.rotation} rotation only, {motion.still} still)")
+
+    cam_from_world = np.full((T, 4, 4), np.nan)
+    K = K_given.copy() if K_given is not None else np.full((3, 3), np.nan)
+    points = np.full((N, 3), np.nan)
+    point_error = np.full(N, np.nan)
+    angle = np.zeros(N)
+    model = None
+    t0 = time.perf_counter()
+    if motion.num_pairs == 0 or static.sum() < opts.min_static_tracks:
+        why = ("no two frames share enough tracks" if motion.num_pairs == 0 else
+               f"only {int(static.sum())} static tracks (at least {opts.min_static_tracks} needed)")
+        status.cameras = "failed"
+        status.note(f"cameras not solved: {why}")
+    elif motion.still >= 0.8 * motion.num_pairs:
+        status.cameras = "still"
+        cam_from_world[:] = np.eye(4)
+        status.note("the camera does not move: poses are the identity; without parallax static points have "
+                    "no depth" + ("" if depth is None else " (taken from the depth maps)"))
+    elif motion.rotation + motion.still >= 0.8 * motion.num_pairs:
+        status.cameras = "rotation"
+        status.note("the camera only rotates (every frame pair is a homography): no parallax, so neither "
+                    "camera positions nor depth can be solved from the tracks")
+    else:
+        for round_ in range(1 + opts.refinements):
+            result = colmap.map_tracks(tracks, vis, static, (W, H), K_given, max_gap=opts.max_gap, seed=opts.seed)
+            status.note(result.message)
+            model = result.reconstruction
+            cam_from_world = result.cam_from_world
+            if K_given is None and np.isfinite(result.K).all():
+                K = result.K
+                status.focal = "estimated"
+            status.cameras = "solved" if np.isfinite(cam_from_world).all(axis=(1, 2)).any() else "failed"
+            if status.cameras != "solved":
+                break
+            # 4. Re-separation with the solved cameras; map again if it changed the static set.
+            points, point_error, angle = separation.reprojection_scores(tracks, vis, K, cam_from_world, selected)
+            moving = selected & np.isfinite(point_error) & (point_error > opts.reprojection_threshold)
+            fits = selected & np.isfinite(point_error) & (point_error <= opts.reprojection_threshold) & (angle >= 1.0)
+            new_dynamic = (is_dynamic | moving) & ~fits
+            new_static = selected & ~new_dynamic & np.isfinite(points).all(1)
+            changed = int((new_static != static).sum())
+            is_dynamic, static = new_dynamic, new_static
+            status.note(f"re-separation with the cameras moved {changed} track(s) between static and moving")
+            if changed <= 0.02 * max(int(selected.sum()), 1) or static.sum() < opts.min_static_tracks:
+                break
+    status.timings["cameras"] = time.perf_counter() - t0
+    registered = np.isfinite(cam_from_world).all(axis=(1, 2))
+    status.registered = (int(registered.sum()), T)
+    if status.cameras == "solved" and registered.sum() < T:
+        status.note(f"{T - int(registered.sum())} frame(s) could not be registered (left NaN): "
+                    f"{np.flatnonzero(~registered)[:10].tolist()}")
+
+    # 5. 3D.
+    t0 = time.perf_counter()
+    trajectories = np.full((T, N, 3), np.nan)
+    reliability = np.zeros(N)
+    if status.cameras == "solved":
+        trajectories[:, static] = points[static][None]
+        reliability[static] = np.clip(angle[static] / 5.0, 0, 1) * np.exp(-point_error[static] / 2.0)
+    moving_tracks = selected & is_dynamic
+    K_all = np.broadcast_to(K, (T, 3, 3)).copy()
+    if registered.any() and np.isfinite(K).all():
+        if depth is not None:
+            _lift_with_depth(tracks, vis, depth, K, cam_from_world, registered, static, points,
+                             moving_tracks, trajectories, reliability, status, opts)
+            if status.cameras == "still":
+                _lift_with_depth(tracks, vis, depth, K, cam_from_world, registered, selected & ~is_dynamic, points,
+                                 selected & ~is_dynamic, trajectories, reliability, status, opts, static_points=True)
+        elif status.cameras == "solved":
+            _lift_from_neighbours(tracks, vis, K, cam_from_world, registered, static, points, moving_tracks,
+                                  trajectories, reliability, status, opts)
+    status.timings["lift"] = time.perf_counter() - t0
+    status.static_tracks = int((selected & ~is_dynamic).sum())
+    status.moving_tracks = int(moving_tracks.sum())
+    known = static & np.isfinite(points).all(1) & (status.cameras == "solved")
+    status.mean_reprojection_error = float(np.nanmean(point_error[known])) if known.any() else float("nan")
+    return Reconstruction(
+        cam_from_world=cam_from_world,
+        K=K_all,
+        registered=registered,
+        trajectories=trajectories,
+        is_dynamic=is_dynamic & selected,
+        reliability=reliability,
+        status=status,
+        points=points[known],
+        point_tracks=np.flatnonzero(known),
+        colmap_model=model,
+    )
+
+
+def _sample(depth: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Nearest-pixel depth at ``xy`` ``(M, 2)``; NaN outside or where the map is invalid."""
+    H, W = depth.shape
+    x, y = np.round(xy[:, 0]).astype(int), np.round(xy[:, 1]).astype(int)
+    ok = (x >= 0) & (x < W) & (y >= 0) & (y < H)
+    out = np.full(len(xy), np.nan)
+    out[ok] = depth[y[ok], x[ok]]
+    out[~np.isfinite(out) | (out <= 0)] = np.nan
+    return out
+
+
+def _backproject(xy: np.ndarray, z: np.ndarray, K: np.ndarray, pose: np.ndarray) -> np.ndarray:
+    cam = np.stack([(xy[:, 0] - K[0, 2]) / K[0, 0] * z, (xy[:, 1] - K[1, 2]) / K[1, 1] * z, z], 1)
+    R, t = pose[:3, :3], pose[:3, 3]
+    return (cam - t) @ R  # R^T (cam - t)
+
+
+def _lift_with_depth(tracks, vis, depth, K, cam_from_world, registered, static, points, targets,
+                     trajectories, reliability, status, opts, static_points=False):
+    T = len(depth)
+    scale = 1.0
+    if opts.depth_scale_from_static and status.cameras == "solved" and static.any():
+        cam = to_camera(points[static], cam_from_world)  # (T, S, 3)
+        ratios = []
+        for t in np.flatnonzero(registered):
+            seen = vis[t, static]
+            d = _sample(depth[t], tracks[t, static][seen])
+            ok = np.isfinite(d)
+            ratios.append(cam[t, seen][ok, 2] / d[ok])
+        ratios = np.concatenate(ratios) if ratios else np.empty(0)
+        if len(ratios) >= 10:
+            scale = float(np.median(ratios))
+            status.note(f"depth maps scaled by {scale:.4g} to the reconstruction (median over {len(ratios)} "
+                        "static observations)")
+    for t in np.flatnonzero(registered):
+        n = np.flatnonzero(targets & vis[t])
+        if len(n) == 0:
+            continue
+        z = _sample(depth[t], tracks[t, n]) * scale
+        ok = np.isfinite(z)
+        trajectories[t, n[ok]] = _backproject(tracks[t, n[ok]], z[ok], K, cam_from_world[t])
+    if static_points:
+        # A still camera: a static point's depth is the median over the frames it is seen in.
+        for n in np.flatnonzero(targets):
+            seen = np.isfinite(trajectories[:, n]).all(1)
+            if seen.any():
+                trajectories[:, n] = np.median(trajectories[seen, n], axis=0)
+    known = np.isfinite(trajectories[:, targets]).all(-1)
+    reliability[targets] = 0.9 * known.sum(0) / max(T, 1)
+    status.moving_3d = "depth"
+
+
+def _lift_from_neighbours(tracks, vis, K, cam_from_world, registered, static, points, targets,
+                          trajectories, reliability, status, opts):
+    if not static.any() or not targets.any():
+        return
+    from scipy.spatial import cKDTree
+
+    cam = to_camera(points[static], cam_from_world)
+    for t in np.flatnonzero(registered):
+        seen = vis[t, static] & (cam[t, :, 2] > 0)
+        n = np.flatnonzero(targets & vis[t])
+        if len(n) == 0 or seen.sum() < 3:
+            continue
+        tree = cKDTree(tracks[t, static][seen])
+        k = min(opts.neighbours, int(seen.sum()))
+        _, idx = tree.query(tracks[t, n], k=k)
+        z = np.median(cam[t, seen, 2][np.atleast_2d(idx.reshape(len(n), k))], axis=1)
+        trajectories[t, n] = _backproject(tracks[t, n], z, K, cam_from_world[t])
+    known = np.isfinite(trajectories[:, targets]).all(-1)
+    reliability[targets] = 0.2 * known.sum(0) / max(len(registered), 1)
+    status.moving_3d = "estimated"
+    status.note("no depth maps: moving points are placed at the depth of the static points around them in "
+                "the image (best effort; reliability <= 0.2)")

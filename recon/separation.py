@@ -1,0 +1,208 @@
+"""Static/moving separation of 2D tracks, before and after the cameras are solved.
+
+Before mapping (:func:`epipolar_scores`): for frame pairs at several gaps, the
+fundamental matrix of the majority motion is estimated robustly (LO-RANSAC,
+pycolmap) and every track shared by the pair gets its Sampson distance to it.
+A static point satisfies every pair's epipolar constraint up to the tracking
+noise; a point on an independently moving object violates it in most pairs
+(it can only hide when it moves along the epipolar lines, which is why many
+pairs and gaps are combined). A track's score is the median of its distances
+over the pairs it appears in, preferring wide gaps where motion shows most.
+A point that moves along the epipolar lines still betrays itself when its two-view
+triangulation (with the essential matrix of a rough pinhole camera) lands behind
+the cameras: such pairs count as far off, and the score is the upper quartile
+of the pair distances, so that a mover caught in a quarter of its pairs is out.
+
+Pairs without parallax (the camera did not move, or only rotated) have no
+fundamental matrix: there the majority motion is a homography (identity for
+a still camera), and the transfer error against it is the score instead.
+
+After mapping (:func:`reprojection_scores`): every track is triangulated with
+the solved cameras and scored by its median reprojection error, which
+re-admits static tracks that the epipolar test doubted and catches movers
+that slid along epipolar lines.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from recon.colmap import frame_pairs
+from recon.geometry import project, triangulate_dlt
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PairMotion:
+    """What the pairs say about the camera motion."""
+
+    num_pairs: int  # pairs with enough shared tracks
+    still: int  # pairs whose majority motion is (near) zero
+    rotation: int  # pairs explained by a homography as well as by a fundamental matrix
+    general: int  # pairs with parallax
+
+
+def sampson_distance(F: np.ndarray, p1: np.ndarray, p2: np.ndarray) -> np.ndarray:
+    """First-order geometric distance (px) of correspondences ``(M, 2)`` to ``x2^T F x1 = 0``."""
+    x1 = np.concatenate([p1, np.ones((len(p1), 1))], 1)
+    x2 = np.concatenate([p2, np.ones((len(p2), 1))], 1)
+    Fx1, Ftx2 = x1 @ F.T, x2 @ F
+    num = np.einsum("ij,ij->i", x2, Fx1) ** 2
+    den = Fx1[:, 0] ** 2 + Fx1[:, 1] ** 2 + Ftx2[:, 0] ** 2 + Ftx2[:, 1] ** 2
+    return np.sqrt(num / np.maximum(den, 1e-12))
+
+
+def transfer_distance(Hm: np.ndarray, p1: np.ndarray, p2: np.ndarray) -> np.ndarray:
+    """Distance (px) of ``p2`` from ``p1`` mapped by the homography ``Hm``."""
+    x1 = np.concatenate([p1, np.ones((len(p1), 1))], 1) @ Hm.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = x1[:, :2] / x1[:, 2:]
+    return np.linalg.norm(q - p2, axis=1)
+
+
+def _behind(E: dict, p1: np.ndarray, p2: np.ndarray, camera, min_angle_deg: float) -> np.ndarray:
+    """Correspondences whose two-view triangulation lies behind a camera (with enough parallax)."""
+    pose = E["cam2_from_cam1"]
+    R = np.asarray(pose.rotation.matrix())
+    t = np.asarray(pose.translation)
+    d1 = np.asarray(camera.cam_from_img(p1))
+    d2 = np.asarray(camera.cam_from_img(p2))
+    d1 = np.concatenate([d1, np.ones((len(d1), 1))], 1)
+    d2 = np.concatenate([d2, np.ones((len(d2), 1))], 1) @ R  # rows: R^T d2, in camera 1
+    d1 /= np.linalg.norm(d1, axis=1, keepdims=True)
+    d2 /= np.linalg.norm(d2, axis=1, keepdims=True)
+    c2 = -R.T @ t
+    # Closest points of the rays c1 + a d1 and c2 + b d2 (c1 = 0).
+    b12 = np.einsum("ij,ij->i", d1, d2)
+    w1, w2 = d1 @ c2, d2 @ c2
+    den = np.maximum(1 - b12 ** 2, 1e-12)
+    a = (w1 - b12 * w2) / den
+    b = (b12 * w1 - w2) / den
+    parallax = np.degrees(np.arccos(np.clip(b12, -1, 1)))
+    return ((a < 0) | (b < 0)) & (parallax >= min_angle_deg)
+
+
+def epipolar_scores(
+    tracks: np.ndarray,
+    visibility: np.ndarray,
+    candidates: np.ndarray,
+    *,
+    image_size: tuple[int, int] | None = None,
+    threshold: float = 2.0,
+    still_threshold: float = 0.5,
+    min_shared: int = 12,
+    seed: int = 0,
+) -> tuple[np.ndarray, PairMotion]:
+    """Per-track residual to the majority motion of the frame pairs.
+
+    Args:
+        tracks: ``(T, N, 2)`` pixels; visibility: ``(T, N)`` bool.
+        candidates: ``(N,)`` bool: tracks taking part (the selected ones).
+        threshold: RANSAC inlier threshold, px (about 3-4x the tracking noise).
+        still_threshold: median displacement (px) below which a pair shows a still camera.
+        min_shared: pairs sharing fewer candidate tracks are skipped.
+        seed: RANSAC seed.
+
+    Returns:
+        ``(score (N,) px, NaN where a track shares no pair; PairMotion)``.
+    """
+    import pycolmap
+
+    T, N = visibility.shape
+    usable = visibility & candidates[None]
+    residuals: list[list[tuple[int, float]]] = [[] for _ in range(N)]
+    counts = dict(num_pairs=0, still=0, rotation=0, general=0)
+    options = pycolmap.RANSACOptions()
+    options.max_error = threshold
+    options.random_seed = seed
+    if image_size is None:
+        image_size = (int(np.nanmax(tracks[..., 0])) + 1, int(np.nanmax(tracks[..., 1])) + 1)
+    W, H = image_size
+    # A rough pinhole (focal 1.2 x the longer side) is enough to tell in front from behind.
+    camera = pycolmap.Camera.create_from_model_id(0, pycolmap.CameraModelId.SIMPLE_PINHOLE, 1.2 * max(W, H), W, H)
+    for i, j in frame_pairs(T):
+        shared = np.flatnonzero(usable[i] & usable[j])
+        if len(shared) < min_shared:
+            continue
+        p1, p2 = tracks[i, shared].astype(np.float64), tracks[j, shared].astype(np.float64)
+        counts["num_pairs"] += 1
+        moved = np.linalg.norm(p2 - p1, axis=1)
+        if (moved < still_threshold).mean() >= 0.4:  # a large group that does not move: a still camera
+            counts["still"] += 1
+            dist = moved
+        else:
+            F = pycolmap.estimate_fundamental_matrix(p1, p2, options)
+            Hm = pycolmap.estimate_homography_matrix(p1, p2, options)
+            if F is None:
+                continue
+            dist = sampson_distance(F["F"], p1, p2)
+            if Hm is not None and Hm["num_inliers"] >= 0.95 * F["num_inliers"]:
+                counts["rotation"] += 1  # no parallax: the homography is the majority motion
+                dist = transfer_distance(Hm["H"], p1, p2)
+            else:
+                counts["general"] += 1
+                # Points moving along the epipolar lines satisfy F, but often only by
+                # triangulating behind the cameras: count those as far off.
+                E = pycolmap.estimate_essential_matrix(p1 + 0.5, p2 + 0.5, camera, camera, options)
+                if E is not None:
+                    dist = np.where(_behind(E, p1 + 0.5, p2 + 0.5, camera, 1.0), np.maximum(dist, 5 * threshold), dist)
+        gap = j - i
+        for n, d in zip(shared, dist):
+            residuals[n].append((gap, float(d)))
+    score = np.full(N, np.nan)
+    for n, r in enumerate(residuals):
+        if not r:
+            continue
+        arr = np.array(r)
+        wide = arr[arr[:, 0] >= min(3, arr[:, 0].max())]
+        score[n] = float(np.percentile(wide[:, 1], 75))
+    return score, PairMotion(**counts)
+
+
+def reprojection_scores(
+    tracks: np.ndarray,
+    visibility: np.ndarray,
+    K: np.ndarray,
+    cam_from_world: np.ndarray,
+    tracks_to_score: np.ndarray,
+    min_views: int = 3,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Triangulate tracks with solved cameras and score their reprojection.
+
+    Args:
+        tracks, visibility: as above; K: ``(3, 3)``; cam_from_world: ``(T, 4, 4)`` (NaN: unsolved).
+        tracks_to_score: ``(N,)`` bool.
+        min_views: fewer registered visible views leave the track unscored.
+
+    Returns:
+        ``points (N, 3)`` (NaN if unscored), ``error (N,)`` median reprojection
+        error px (NaN if unscored), ``angle (N,)`` largest triangulation angle, degrees.
+    """
+    T, N = visibility.shape
+    solved = np.isfinite(cam_from_world).all(axis=(1, 2))
+    P = np.einsum("ij,tjk->tik", K, np.nan_to_num(cam_from_world[:, :3]))
+    centres = -np.einsum("tji,tj->ti", np.nan_to_num(cam_from_world[:, :3, :3]), np.nan_to_num(cam_from_world[:, :3, 3]))
+    points = np.full((N, 3), np.nan)
+    error = np.full(N, np.nan)
+    angle = np.zeros(N)
+    for n in np.flatnonzero(tracks_to_score):
+        views = np.flatnonzero(visibility[:, n] & solved)
+        if len(views) < min_views:
+            continue
+        X = triangulate_dlt(tracks[views, n].astype(np.float64), P[views])
+        if not np.isfinite(X).all():
+            continue
+        xy, z = project(X[None], np.broadcast_to(K, (len(views), 3, 3)), cam_from_world[views])
+        if (z <= 0).any():
+            continue
+        points[n] = X
+        error[n] = float(np.median(np.linalg.norm(xy[:, 0] - tracks[views, n], axis=1)))
+        rays = X - centres[views]
+        rays /= np.linalg.norm(rays, axis=1, keepdims=True)
+        cos = np.clip(rays @ rays.T, -1, 1)
+        angle[n] = float(np.degrees(np.arccos(cos.min())))
+    return points, error, angle
