@@ -13,6 +13,7 @@ half a pixel here, and only here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -45,6 +46,22 @@ class MappingResult:
     point_error: np.ndarray
     reconstruction: object
     message: str
+
+
+@contextlib.contextmanager
+def _colmap_log_level():
+    """COLMAP logs every mapping step (and warns that our frames have no image
+    files, which the mapper never needs): keep it to errors unless this
+    module's logger is at DEBUG; restore the previous level afterwards."""
+    import pycolmap
+
+    previous = pycolmap.logging.minloglevel
+    if not logger.isEnabledFor(logging.DEBUG):
+        pycolmap.logging.minloglevel = 2  # glog: 0 INFO, 1 WARNING, 2 ERROR
+    try:
+        yield
+    finally:
+        pycolmap.logging.minloglevel = previous
 
 
 def frame_pairs(num_frames: int, max_gap: int | None = None) -> list[tuple[int, int]]:
@@ -150,7 +167,8 @@ def map_tracks(
             options.ba_refine_focal_length = False
             options.ba_refine_principal_point = False
             options.ba_refine_extra_params = False
-        models = pycolmap.incremental_mapping(str(tmp / "database.db"), str(tmp), str(tmp / "sparse"), options)
+        with _colmap_log_level():
+            models = pycolmap.incremental_mapping(str(tmp / "database.db"), str(tmp), str(tmp / "sparse"), options)
     if not models:
         return MappingResult(nan_pose, K_out if K_out is not None else np.full((3, 3), np.nan),
                              np.full((N, 3), np.nan), np.full(N, np.nan), None,
