@@ -50,9 +50,8 @@ from cotracker3.errors import QueryError
 from cotracker3.predictor import (
     DENSE_GRID_SIZE,
     TrackingResult,
-    _check_grid,
-    as_video_tensor,
     check_queries,
+    check_request,
     grid_points,
 )
 
@@ -397,13 +396,8 @@ class LucasKanadeTracker:
                 the frame), grid size, query frame or mask, or both queries and
                 a grid.
         """
-        video = as_video_tensor(video)
+        video = check_request(video, queries, grid_size, grid_query_frame, segm_mask)
         B, T, _, H, W = video.shape
-        _check_grid(grid_size, grid_query_frame, T)
-        if queries is not None and grid_size > 0:
-            raise QueryError("give either queries or grid_size, not both")
-        if segm_mask is not None and grid_size == 0:
-            raise QueryError("segm_mask selects grid points: give grid_size > 0 with it")
         if queries is not None:
             q = check_queries(queries, B, T, W, H, "cpu")
         elif grid_size > 0:

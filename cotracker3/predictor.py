@@ -170,6 +170,23 @@ def check_queries(queries, batch: int, num_frames: int, width: int, height: int,
     return queries.clone()
 
 
+def check_request(video, queries, grid_size: int, grid_query_frame: int, segm_mask) -> Tensor:
+    """The checks every whole-video tracker makes on its arguments; returns the video
+    as :func:`as_video_tensor` does.
+
+    Raises:
+        InputError: bad video. QueryError: bad grid or query frame, queries and a
+            grid together, or a mask without a grid.
+    """
+    video = as_video_tensor(video)
+    _check_grid(grid_size, grid_query_frame, video.shape[1])
+    if queries is not None and grid_size > 0:
+        raise QueryError("give either queries or grid_size, not both")
+    if segm_mask is not None and grid_size == 0:
+        raise QueryError("segm_mask selects grid points: give grid_size > 0 with it")
+    return video
+
+
 def _first(mask: Tensor) -> int:
     return int(mask.reshape(-1).nonzero()[0]) % mask.shape[-1]
 
@@ -281,13 +298,8 @@ class Predictor(_PredictorBase):
             InputError: the video has the wrong shape, dtype or fewer than 2 frames.
             QueryError: invalid queries, grid size, query frame or mask.
         """
-        video = as_video_tensor(video).to(self.device)
+        video = check_request(video, queries, grid_size, grid_query_frame, segm_mask).to(self.device)
         B, T, _, H, W = video.shape
-        _check_grid(grid_size, grid_query_frame, T)
-        if queries is not None and grid_size > 0:
-            raise QueryError("give either queries or grid_size, not both")
-        if segm_mask is not None and grid_size == 0:
-            raise QueryError("segm_mask selects grid points: give grid_size > 0 with it")
         if queries is None and grid_size == 0:
             return self._dense(video, grid_query_frame, backward_tracking)
         if queries is not None:

@@ -747,6 +747,14 @@ def _sample_points(cfg, rng, caster, K, cam_from_world, segmentation, objects):
     """Surface points seen at random frames: ``(N,)`` frame, ``(N,)`` object, ``(N, 3)`` local point."""
     N, T, H, W = cfg.num_points, cfg.num_frames, cfg.height, cfg.width
     dyn = np.array([o.dynamic for o in objects])
+
+    @functools.lru_cache(maxsize=None)
+    def pools(t: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels of frame ``t`` on any surface, and on moving objects."""
+        seg = segmentation[t].reshape(-1)
+        surface = np.flatnonzero(seg >= 0)
+        return surface, surface[dyn[seg[surface]]]
+
     frames = np.empty(0, np.int64)
     objs = np.empty(0, np.int64)
     locs = np.empty((0, 3))
@@ -758,10 +766,8 @@ def _sample_points(cfg, rng, caster, K, cam_from_world, segmentation, objects):
         pix = np.empty(need, np.int64)
         want_dyn = rng.random(need) < cfg.dynamic_point_fraction
         for i in range(need):
-            seg = segmentation[f[i]].reshape(-1)
-            pool = np.flatnonzero((seg >= 0) & dyn[np.maximum(seg, 0)]) if want_dyn[i] else np.empty(0)
-            if len(pool) == 0:
-                pool = np.flatnonzero(seg >= 0)
+            surface, moving = pools(int(f[i]))
+            pool = moving if want_dyn[i] and len(moving) else surface
             pix[i] = pool[rng.integers(len(pool))] if len(pool) else rng.integers(H * W)
         xy = np.stack([pix % W, pix // W], -1) + rng.uniform(-0.5, 0.5, size=(need, 2))
         origin, dirs, _ = _rays_through(K, cam_from_world[f], xy[:, None])
