@@ -123,6 +123,8 @@ class Reconstruction:
         trajectories: ``(T, N, 3)`` float64 world coordinates of every track per
             frame, NaN where unknown (static tracks: the same point in every frame).
         is_dynamic: ``(N,)`` bool: the track moves independently of the camera.
+        used: ``(N,)`` bool: the track was long (and confident) enough to take
+            part; the others are neither static nor moving and stay NaN.
         reliability: ``(N,)`` float in ``[0, 1]``: how well each 3D trajectory is
             determined (0: unknown; triangulated static points near 1 when their
             rays are well separated; moving points without depth maps at most 0.2).
@@ -137,6 +139,7 @@ class Reconstruction:
     registered: np.ndarray
     trajectories: np.ndarray
     is_dynamic: np.ndarray
+    used: np.ndarray
     reliability: np.ndarray
     status: Status
     points: np.ndarray
@@ -147,7 +150,7 @@ class Reconstruction:
         """The arrays, for ``np.savez``."""
         return {
             "cam_from_world": self.cam_from_world, "K": self.K, "registered": self.registered,
-            "trajectories": self.trajectories, "is_dynamic": self.is_dynamic,
+            "trajectories": self.trajectories, "is_dynamic": self.is_dynamic, "used": self.used,
             "reliability": self.reliability, "points": self.points, "point_tracks": self.point_tracks,
         }
 
@@ -166,6 +169,10 @@ def _check(tracks, visibility, image_size, confidence, intrinsics, depth):
         raise ValueError(f"image_size must be (W, H), got {image_size!r}") from None
     if W < 2 or H < 2:
         raise ValueError(f"image_size must be at least 2x2, got {W}x{H}")
+    # A position outside the frame is no observation, whatever the flag says.
+    inside = ((tracks[..., 0] >= -0.5) & (tracks[..., 0] <= W - 0.5)
+              & (tracks[..., 1] >= -0.5) & (tracks[..., 1] <= H - 0.5))
+    visibility &= inside
     T = tracks.shape[0]
     if confidence is not None:
         confidence = np.asarray(confidence, dtype=np.float64)
@@ -193,7 +200,7 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
 
     Args:
         tracks: ``(T, N, 2)`` pixels ``(x, y)``, ``(0, 0)`` the centre of the top-left pixel.
-        visibility: ``(T, N)`` bool.
+        visibility: ``(T, N)`` bool; positions outside the frame count as not visible.
         image_size: ``(W, H)`` of the frames.
         confidence: optional ``(T, N)`` in ``[0, 1]``; with ``options.min_confidence``.
         intrinsics: optional ``(3, 3)`` (or constant ``(T, 3, 3)``) camera matrix,
@@ -313,6 +320,7 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
         registered=registered,
         trajectories=trajectories,
         is_dynamic=is_dynamic & selected,
+        used=selected,
         reliability=reliability,
         status=status,
         points=points[known],
