@@ -85,7 +85,7 @@ def colmap_sift(frames: np.ndarray, *, camera_model: str = "SIMPLE_RADIAL", over
         mapping.random_seed = 0  # repeatable with one thread
         stages = {}
         previous = pycolmap.logging.minloglevel
-        pycolmap.logging.minloglevel = 2  # glog: 0 INFO, 1 WARNING, 2 ERROR
+        pycolmap.logging.minloglevel = 3  # glog: 0 INFO, 1 WARNING, 2 ERROR, 3 FATAL (failures show as 0 models)
         try:
             t0 = time.perf_counter()
             pycolmap.extract_features(database, images, camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,

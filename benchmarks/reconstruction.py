@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+import warnings
 
 import numpy as np
 
@@ -94,6 +95,7 @@ def main(argv=None) -> None:
     ap.add_argument("--colmap-threads", type=int, default=2, help="CPU threads of COLMAP's pipeline")
     args = ap.parse_args(argv)
     logging.getLogger("recon").setLevel(logging.WARNING)
+    warnings.simplefilter("ignore", RuntimeWarning)  # means over scenes where nothing was measured are NaN
     print(f"{args.points} tracks per scene ({100 * args.dynamic_fraction:.0f}% sampled on movers), noise "
           f"{args.noise} px, {100 * args.flip:.0f}% visibility flipped; ATE in % of the scene extent, RPE in "
           "degrees, dyn err: moving points with depth, % of the extent")

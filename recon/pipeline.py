@@ -312,6 +312,10 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
     status.timings["lift"] = time.perf_counter() - t0
     status.static_tracks = int((selected & ~is_dynamic).sum())
     status.moving_tracks = int(moving_tracks.sum())
+    if status.cameras == "solved" and status.moving_tracks > 0.4 * max(int(selected.sum()), 1):
+        status.note(f"warning: {status.moving_tracks} of {int(selected.sum())} tracks move; when one moving "
+                    "object holds about as many tracks as the static scene, it can be taken for the static "
+                    "scene (check the cameras, or give a denser grid on the background)")
     known = static & np.isfinite(points).all(1) & (status.cameras == "solved")
     status.mean_reprojection_error = float(np.nanmean(point_error[known])) if known.any() else float("nan")
     return Reconstruction(
