@@ -1,26 +1,36 @@
-"""track3d: turn an ordinary video into tracks (and, later, 3D trajectories) of its points.
+"""track3d: turn an ordinary video into 3D trajectories of its points.
 
 Python API::
 
     import track3d
-    result = track3d.track("video.mp4", grid=30)       # CoTracker3, offline
-    result.tracks       # (T, N, 2) float32 pixels (x, y) of the source video
-    result.visibility   # (T, N) bool
-    result.confidence   # (T, N) float32
-    result.save("out/tracks.npz")
+    result = track3d.reconstruct("video.mp4", grid=50)
+    result.cam_from_world   # (T, 4, 4) camera poses (OpenCV), NaN where not solved
+    result.points           # (M, 3) the static point cloud
+    result.trajectories     # (T, N, 3) world position of every tracked point per frame
+    result.is_dynamic       # (N,) the point moves on its own
+    result.save("out/")     # the result folder; track3d.load("out/") reads it back
 
-The same as a command: ``track3d track video.mp4 --grid 30 --out out/``.
-See :class:`track3d.tracking.TrackOptions` for every option.
+    tracks = track3d.track("video.mp4", grid=30)   # 2D only: tracks, visibility, confidence
+
+The same as commands: ``track3d reconstruct video.mp4 --grid 50 --out out/``,
+``track3d view out/``, ``track3d track video.mp4 --out tracks/``. See
+:class:`track3d.reconstruction.ReconstructOptions` and
+:class:`track3d.tracking.TrackOptions` for every option.
 """
 
 from track3d.errors import OutputError, Track3DError, USER_ERRORS, VideoError
 from track3d.io import load_tracks
+from track3d.reconstruction import ReconstructOptions, Result, load, reconstruct
 from track3d.tracking import TrackOptions, Tracks, track
 from track3d.video import VideoInfo, iter_frames, probe, read_video
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "reconstruct",
+    "Result",
+    "ReconstructOptions",
+    "load",
     "track",
     "Tracks",
     "TrackOptions",

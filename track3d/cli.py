@@ -99,6 +99,38 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto", help="torch device: cpu, cuda, ... or auto (default: auto)")
     e.set_defaults(func=cmd_eval)
 
+    from track3d.reconstruction import ReconstructOptions
+
+    r = sub.add_parser(
+        "reconstruct",
+        help="track a video and reconstruct it in 3D: cameras, static cloud, moving trajectories",
+        description="Track a grid of points through VIDEO (CoTracker3; the classical Lucas-Kanade baseline "
+        "when no weights can be had, with a warning), separate static from moving points, solve the "
+        "cameras (COLMAP bundle adjustment on the tracks), triangulate the static points and place the "
+        "moving ones per frame. Writes OUT/: reconstruction.npz (every array), colmap/ (the COLMAP model), "
+        "points.ply (static cloud, coloured), dynamic.glb (moving points per frame), recording.rrd (Rerun; "
+        "open with 'track3d view OUT'), overlay.mp4 (tracks drawn) and summary.json (timings, counts, "
+        "warnings). Geometry that cannot be solved (a still or only rotating camera) is reported in "
+        "summary.json, and the rest is still written.",
+    )
+    r.add_argument("video", help="video file (mp4, mov, avi, webm, mkv, gif) or folder of images")
+    r.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist, see --overwrite)")
+    r.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    r.add_argument("--no-viz", action="store_true", help="do not write recording.rrd and overlay.mp4")
+    _add_options(r, ReconstructOptions)
+    r.set_defaults(func=cmd_reconstruct)
+
+    v = sub.add_parser(
+        "view",
+        help="open a result folder (or .rrd file) in the Rerun viewer",
+        description="Open DIR/recording.rrd (written by 'track3d reconstruct') in the Rerun viewer. With --web, "
+        "serve Rerun's web viewer on 127.0.0.1 instead and print its address (Ctrl-C stops it).",
+    )
+    v.add_argument("path", metavar="DIR", help="result folder, or a .rrd file")
+    v.add_argument("--web", action="store_true", help="serve the web viewer on 127.0.0.1 and print the address")
+    v.add_argument("--port", type=int, default=9090, help="web viewer port with --web (default: 9090)")
+    v.set_defaults(func=cmd_view)
+
     m = sub.add_parser("models", help="list the registered CoTracker3 weights and whether they are cached",
                        description="List the registered weights, where they come from and where they are cached.")
     m.set_defaults(func=cmd_models)
@@ -119,7 +151,7 @@ class _Progress:
 
         bar = self.bars.get(stage)
         if bar is None:
-            unit = {"read": "frame", "track": "frame", "refine": "iter"}.get(stage, "step")
+            unit = {"read": "frame", "track": "frame", "refine": "iter", "write": "file"}.get(stage, "step")
             bar = self.bars[stage] = tqdm(total=total or None, desc=stage, unit=unit, leave=False)
         bar.update(done - bar.n)
 
@@ -160,6 +192,47 @@ def cmd_track(args: argparse.Namespace) -> int:
                 N, T, time.perf_counter() - t0, 100 * n_vis, result.model)
     print(f"wrote {out_dir}/tracks.npz" + ("" if args.no_overlay else f" and {out_dir}/overlay.mp4"))
     return EXIT_OK
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    """``track3d reconstruct``: track, reconstruct, write the result folder atomically."""
+    from track3d import io
+    from track3d.reconstruction import ReconstructOptions, reconstruct
+
+    opts = ReconstructOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ReconstructOptions)
+                                 if hasattr(args, f.name)})
+    io.check_output_dir(args.out, overwrite=args.overwrite)
+    progress = _Progress(not args.quiet)
+    try:
+        result = reconstruct(args.video, opts, progress=progress)
+        result.save(args.out, overwrite=args.overwrite, viz=not args.no_viz, progress=progress)
+    finally:
+        progress.close()
+    s = result.summary
+    print(f"{s['frames']} frames, {s['tracks']} tracks ({s['model']}): cameras {s['cameras']} "
+          f"({s['registered_frames']}/{s['frames']} frames), {s['static_points']} static points, "
+          f"{s['moving_tracks']} moving tracks")
+    for warning in s["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"wrote {args.out}/ ({', '.join(s['files'])})")
+    return EXIT_OK
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    """``track3d view``: the Rerun viewer (native, or web on 127.0.0.1) on a saved recording."""
+    import subprocess
+
+    from track3d.errors import ResultError
+
+    path = Path(args.path)
+    rrd = path / "recording.rrd" if path.is_dir() else path
+    if not rrd.is_file():
+        raise ResultError(f"no Rerun recording at {rrd} (was the result written with --no-viz?)")
+    command = [sys.executable, "-m", "rerun", str(rrd)]
+    if args.web:
+        command[3:3] = ["--web-viewer", "--bind", "127.0.0.1", "--web-viewer-port", str(args.port)]
+        print(f"serving the Rerun web viewer at http://127.0.0.1:{args.port} (Ctrl-C to stop)")
+    return subprocess.call(command)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -1,0 +1,188 @@
+"""``track3d reconstruct`` / ``track3d.reconstruct`` end to end, as a user runs them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import recon
+import track3d
+from cotracker3 import synthetic
+from track3d.cli import main
+
+SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "videos"
+FILES = {"reconstruction.npz", "colmap", "points.ply", "dynamic.glb", "recording.rrd", "overlay.mp4", "summary.json"}
+
+
+@pytest.fixture(autouse=True)
+def _no_weights(tmp_path, monkeypatch):
+    # No test downloads weights: an empty cache and no network.
+    monkeypatch.setenv("TRACK3D_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TRACK3D_OFFLINE", "1")
+
+
+def _write_frames(frames: np.ndarray, folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    for t, frame in enumerate(frames):
+        cv2.imwrite(str(folder / f"{t:04d}.png"), frame[..., ::-1])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def scene():
+    cfg = dataclasses.replace(synthetic.EVAL_TIERS["moving_camera"], num_frames=16, height=192, width=192,
+                              num_points=8, supersample=1)
+    return synthetic.render_scene(cfg, 3)
+
+
+@pytest.fixture(scope="module")
+def scene_run(scene, tmp_path_factory):
+    """The README's command on a rendered scene (a folder of PNG frames), with the baseline tracker."""
+    root = tmp_path_factory.mktemp("scene")
+    frames = _write_frames(scene.frames, root / "frames")
+    out = root / "out"
+    code = main(["-q", "reconstruct", str(frames), "--grid", "24", "--model", "baseline", "--out", str(out)])
+    return code, out
+
+
+def test_synthetic_scene_end_to_end(scene, scene_run):
+    code, out = scene_run
+    assert code == 0
+    assert {p.name for p in out.iterdir()} == FILES
+    result = track3d.load(out)
+    T = len(scene.frames)
+    assert result.tracks.shape == (T, 24 * 24, 2) and result.trajectories.shape == (T, 24 * 24, 3)
+    assert result.registered.all(), result.summary["messages"]
+    err = recon.camera_errors(result.cam_from_world, scene.cam_from_world)
+    assert err["ate"] < 0.01 * scene.scene_extent, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cameras"] == "solved" and summary["registered_frames"] == T
+    assert summary["model"] == "baseline"
+    assert {"track", "reconstruct", "colors", "write"} <= set(summary["timings"])
+    assert summary["static_points"] == len(result.points) > 100
+    # The static cloud's colours come from the video: the median of its pixels along the track.
+    n = result.point_tracks[0]
+    seen = np.flatnonzero(result.visibility[:, n])
+    x, y = np.round(result.tracks[seen, n]).astype(int).T
+    expected = np.median(scene.frames[seen, y, x], axis=0)
+    assert np.abs(result.static_colors[0].astype(float) - expected).max() <= 1
+
+
+def test_result_api_round_trip_and_exports(scene_run, tmp_path):
+    _, out = scene_run
+    result = track3d.load(out)
+    again = tmp_path / "again.npz"
+    result.export(again)
+    with np.load(again) as f:
+        for key in ("cam_from_world", "trajectories", "is_dynamic", "points", "colors"):
+            np.testing.assert_array_equal(f[key], result.arrays[key])
+    cloud = result.point_cloud()
+    assert len(cloud.points) == len(result.points)
+    moving_at_5 = (result.is_dynamic & np.isfinite(result.trajectories[5]).all(-1)).sum()
+    assert len(result.point_cloud(5).points) == len(result.points) + moving_at_5
+    with pytest.raises(IndexError):
+        result.point_cloud(len(result.tracks))
+    assert result.export(tmp_path / "model").joinpath("cameras.bin").is_file()
+    with pytest.raises(track3d.OutputError):
+        result.export(tmp_path / "cloud.xyz")
+
+
+def test_existing_output_is_refused_unless_overwrite(scene, scene_run, capsys):
+    _, out = scene_run
+    frames = out.parent / "frames"
+    before = (out / "summary.json").read_text()
+    code = main(["-q", "reconstruct", str(frames), "--grid", "4", "--model", "baseline", "--out", str(out)])
+    assert code == 2 and "exists" in capsys.readouterr().err
+    assert (out / "summary.json").read_text() == before
+
+
+def test_without_weights_falls_back_to_the_baseline_with_a_warning(scene, tmp_path, capsys):
+    frames = _write_frames(scene.frames[:6], tmp_path / "frames")
+    out = tmp_path / "out"
+    code = main(["reconstruct", str(frames), "--grid", "6", "--no-viz", "--out", str(out)])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "weights are not available" in err and "baseline" in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"] == "baseline" and any("baseline" in w for w in summary["warnings"])
+    assert "recording.rrd" not in summary["files"] and not (out / "overlay.mp4").exists()
+
+
+def test_an_explicit_model_without_weights_is_an_error(scene, tmp_path, capsys):
+    frames = _write_frames(scene.frames[:4], tmp_path / "frames")
+    code = main(["reconstruct", str(frames), "--model", "cotracker3-offline", "--out", str(tmp_path / "out")])
+    assert code == 2 and "scaled_offline.pth" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_still_camera_is_written_and_reported(tmp_path):
+    cfg = dataclasses.replace(synthetic.EVAL_TIERS["static_camera"], num_frames=8, height=128, width=128,
+                              num_points=8, supersample=1)
+    frames = _write_frames(synthetic.render_scene(cfg, 0).frames, tmp_path / "frames")
+    out = tmp_path / "out"
+    assert main(["-q", "reconstruct", str(frames), "--grid", "10", "--model", "baseline", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cameras"] == "still"
+    assert any("does not move" in w for w in summary["warnings"])
+    assert (out / "recording.rrd").is_file() and not (out / "colmap").exists()
+
+
+def test_depth_folder_checks(scene, tmp_path, capsys):
+    frames = _write_frames(scene.frames[:6], tmp_path / "frames")
+    depth = tmp_path / "depth"
+    depth.mkdir()
+    for t in range(5):  # one map short
+        np.save(depth / f"{t:04d}.npy", np.ones((192, 192)))
+    args = ["reconstruct", str(frames), "--grid", "4", "--model", "baseline", "--depth", str(depth), "--no-viz"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 2
+    assert "holds 5 maps" in capsys.readouterr().err
+    np.save(depth / "0005.npy", np.ones((100, 192)))  # the right count, one of the wrong size
+    assert main(args + ["--out", str(tmp_path / "b")]) == 2
+    assert "is 192x100, the video is 192x192" in capsys.readouterr().err
+
+
+def test_depth_maps_place_the_moving_points(scene, tmp_path):
+    frames = _write_frames(scene.frames, tmp_path / "frames")
+    depth = tmp_path / "depth"
+    depth.mkdir()
+    for t, d in enumerate(scene.depth):
+        np.save(depth / f"{t:04d}.npy", np.where(np.isfinite(d), d, 0.0))
+    result = track3d.reconstruct(frames, grid=24, model="baseline", depth=str(depth))
+    assert result.summary["moving_3d"] == "depth"
+    assert result.summary["cameras"] == "solved"
+
+
+@pytest.mark.parametrize("spec", ["1,2,3", "0,100,50,50", "nofile.npy"])
+def test_bad_intrinsics(scene, tmp_path, capsys, spec):
+    frames = _write_frames(scene.frames[:4], tmp_path / "frames")
+    code = main(["reconstruct", str(frames), "--model", "baseline", "--intrinsics", spec,
+                 "--out", str(tmp_path / "out")])
+    assert code == 2 and "--intrinsics" in capsys.readouterr().err
+
+
+def test_given_intrinsics_are_kept(scene, tmp_path):
+    frames = _write_frames(scene.frames, tmp_path / "frames")
+    K = scene.K
+    spec = f"{K[0, 0]},{K[1, 1]},{K[0, 2]},{K[1, 2]}"
+    result = track3d.reconstruct(frames, grid=16, model="baseline", intrinsics=spec)
+    assert result.summary["focal"] == "given"
+    np.testing.assert_allclose(result.K[0], K)
+
+
+@pytest.mark.skipif(not (SHARED_VIDEOS / "apple.mp4").is_file(), reason="../shared/videos is not there")
+def test_real_video_short(tmp_path):
+    out = tmp_path / "apple"
+    code = main(["-q", "reconstruct", str(SHARED_VIDEOS / "apple.mp4"), "--end", "6", "--grid", "8",
+                 "--max-side", "256", "--model", "baseline", "--out", str(out)])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == 6 and summary["tracks"] == 64
+    result = track3d.load(out)
+    assert result.frame_size == tuple(summary["frame_size"])
+    # Tracks are in the source video's pixels, whatever --max-side read them at.
+    assert result.tracks[..., 0].max() > 256 or max(result.frame_size) <= 256

@@ -1,0 +1,453 @@
+"""The main job: a video in, cameras, a static point cloud and 3D trajectories out.
+
+``track3d.reconstruct("video.mp4", grid=50)`` tracks a grid of points
+(:func:`track3d.track`), lifts the tracks into 3D (:func:`recon.reconstruct`)
+and returns a :class:`Result`; ``Result.save(dir)`` writes the result folder,
+``track3d.load(dir)`` reads it back. ``track3d reconstruct VIDEO --out DIR``
+is the same as a command.
+
+The result folder:
+
+===================== ==========================================================
+``reconstruction.npz`` every array (table in :class:`Result`), frame size and fps
+``colmap/``            the COLMAP model (cameras, images, points3D), when solved
+``points.ply``         the static point cloud, coloured from the video (if any)
+``dynamic.glb``        the moving points, one point cloud node per frame (if any)
+``recording.rrd``      a Rerun recording on a ``frame`` timeline
+``overlay.mp4``        the video with the tracks drawn
+``summary.json``       timings and peak memory per stage, counts, warnings
+===================== ==========================================================
+
+It is written into a temporary folder beside ``DIR`` and renamed at the end:
+an interrupted run never leaves a folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import resource
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from track3d import io, video as video_io
+from track3d.errors import OutputError, ResultError, Track3DError
+from track3d.tracking import TrackOptions, Tracks, _opt, load_tracker, track
+
+logger = logging.getLogger(__name__)
+
+RESULT_FILE = "reconstruction.npz"
+SUMMARY_FILE = "summary.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ReconstructOptions(TrackOptions):
+    """How to reconstruct a video: the tracking options plus these. Every field
+    is also a ``track3d reconstruct`` option."""
+
+    grid: int = _opt(30, "points per side of a regular grid of queries at --grid-frame (ignored with --queries)")
+    intrinsics: str | None = _opt(
+        None, "known camera intrinsics, kept fixed: 'fx,fy,cx,cy' in pixels of the source video ((0,0) the "
+        "centre of the top-left pixel), or a .npy/.txt file holding the 3x3 matrix; default: the focal "
+        "length is estimated")
+    depth: str | None = _opt(
+        None, "folder of per-frame depth maps (camera z, any unit), one per tracked frame or per source "
+        "frame, in name order, at the source video's size: .npy float arrays or 16-bit .png; used to "
+        "place the moving points")
+    min_track_length: int = _opt(3, "tracks visible in fewer frames are not reconstructed")
+    tail: int = _opt(10, "frames of trajectory tail drawn behind moving points in the Rerun recording")
+
+
+@dataclass
+class Result:
+    """Cameras, static points and 3D trajectories of a video.
+
+    Arrays (all in ``reconstruction.npz`` under these names):
+
+    ================= =========== ======= ======================================
+    name              shape       dtype   meaning
+    ================= =========== ======= ======================================
+    ``tracks``        (T, N, 2)   float32 pixels (x, y) of the source video,
+                                          (0, 0) the centre of the top-left pixel
+    ``visibility``    (T, N)      bool    the point is seen in the frame
+    ``confidence``    (T, N)      float32 tracking confidence in [0, 1]
+    ``queries``       (N, 3)      float32 (t, x, y) each track started from
+    ``frame_indices`` (T,)        int64   index of each tracked frame in the video
+    ``cam_from_world``(T, 4, 4)   float64 OpenCV poses (x right, y down, z
+                                          forward), NaN where not solved
+    ``K``             (T, 3, 3)   float64 intrinsics in the same pixels (NaN: unknown)
+    ``registered``    (T,)        bool    the frame has a pose
+    ``trajectories``  (T, N, 3)   float64 world position of every track per frame,
+                                          NaN where unknown (static: constant)
+    ``is_dynamic``    (N,)        bool    the point moves on its own
+    ``used``          (N,)        bool    the track was long enough to use
+    ``reliability``   (N,)        float64 [0, 1], how well its 3D is determined
+    ``points``        (M, 3)      float64 the static point cloud (world units)
+    ``point_tracks``  (M,)        int64   the track of each static point
+    ``colors``        (N, 3)      uint8   each track's colour in the video
+    ================= =========== ======= ======================================
+
+    World units are those of the reconstruction (arbitrary scale without
+    depth maps or known geometry). ``summary`` holds the timings, counts and
+    warnings; ``source`` the video path.
+    """
+
+    arrays: dict[str, np.ndarray]
+    fps: float
+    frame_size: tuple[int, int]
+    summary: dict
+    source: str = ""
+    colmap_model: object = None
+
+    def __getattr__(self, name: str):
+        arrays = self.__dict__.get("arrays", {})
+        if name in arrays:
+            return arrays[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    @property
+    def static_colors(self) -> np.ndarray:
+        """``(M, 3)`` uint8 colours of the static points."""
+        return self.arrays["colors"][self.arrays["point_tracks"]]
+
+    def point_cloud(self, frame: int | None = None, *, clean: bool = False):
+        """An Open3D point cloud: the static points, plus the moving points at ``frame`` if given.
+
+        Args:
+            frame: index of a tracked frame (0..T-1), or None for the static cloud only.
+            clean: remove statistical outliers (Open3D) from the static points.
+        """
+        from viz.clouds import point_cloud
+
+        points, colors = self.points, self.static_colors
+        if frame is not None:
+            T = len(self.tracks)
+            if not -T <= frame < T:
+                raise IndexError(f"frame {frame} is out of range for {T} tracked frames")
+            moving = self.is_dynamic & np.isfinite(self.trajectories[frame]).all(-1)
+            points = np.concatenate([points, self.trajectories[frame, moving]])
+            colors = np.concatenate([colors, np.broadcast_to(np.array([230, 60, 40], np.uint8), (moving.sum(), 3))])
+        return point_cloud(points, colors, remove_outliers=clean)
+
+    def to_rerun(self, path: str | Path | None = None, *, frames: bool = True) -> Path:
+        """Write a Rerun recording (``.rrd``); open it with ``rerun FILE`` or ``track3d view``.
+
+        Args:
+            path: where to write it (default: a new temporary file).
+            frames: include the video frames (read again from :attr:`source`).
+        """
+        from viz.recording import write_recording
+
+        if path is None:
+            path = Path(tempfile.mkdtemp(prefix="track3d-")) / "recording.rrd"
+        return write_recording(
+            path, tracks=self.tracks, visibility=self.visibility, is_dynamic=self.is_dynamic,
+            cam_from_world=self.cam_from_world, K=self.K, points=self.points, point_colors=self.static_colors,
+            trajectories=self.trajectories, frame_size=self.frame_size, fps=self.fps,
+            frames=self._frames() if frames else None, tail=int(self.summary.get("options", {}).get("tail", 10)))
+
+    def export(self, path: str | Path) -> Path:
+        """Write one part of the result, chosen by the extension of ``path``.
+
+        ``.npz`` the arrays; ``.ply`` the static cloud; ``.glb`` the moving points
+        per frame; ``.rrd`` a Rerun recording; ``.json`` the summary; ``.mp4`` the
+        video with tracks drawn; a path without extension: the COLMAP model.
+        """
+        from viz import clouds
+
+        path = Path(path)
+        ext = path.suffix.lower()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if ext == ".npz":
+            return _save_arrays(path, self)
+        if ext == ".ply":
+            return clouds.write_ply(path, self.points, self.static_colors)
+        if ext == ".glb":
+            return clouds.write_dynamic_glb(path, self.trajectories, self.is_dynamic, self.colors,
+                                            frame_indices=self.frame_indices)
+        if ext == ".rrd":
+            return self.to_rerun(path)
+        if ext == ".json":
+            return io.write_json_atomic(path, self.summary)
+        if ext == ".mp4":
+            from viz.overlay import write_overlay_video
+
+            write_overlay_video(path, self._frames(), self.tracks, self.visibility, fps=self.fps)
+            return path
+        if ext == "":
+            return self._export_colmap(path)
+        raise OutputError(f"cannot export to {path.name}: use .npz, .ply, .glb, .rrd, .json, .mp4 or a folder "
+                          "(COLMAP model)")
+
+    def save(self, path: str | Path, *, overwrite: bool = False, viz: bool = True,
+             progress: Callable[[str, int, int], None] | None = None) -> Path:
+        """Write the result folder (see the module documentation), atomically.
+
+        Args:
+            path: the folder; it must not exist unless ``overwrite``.
+            viz: also write ``recording.rrd`` and ``overlay.mp4`` (they read the video again).
+            progress: optional ``callable(stage, done, total)``.
+
+        Raises:
+            OutputError: ``path`` exists (and not ``overwrite``) or is not a folder.
+        """
+        notify = progress or (lambda *a: None)
+        stages = ["arrays", "colmap", "points", "dynamic"] + (["recording", "overlay"] if viz else [])
+        timings = self.summary.setdefault("timings", {}).setdefault("write", {})
+        with io.atomic_output_dir(path, overwrite=overwrite) as tmp:
+            for done, stage in enumerate(stages):
+                notify("write", done, len(stages))
+                t0 = time.perf_counter()
+                if stage == "arrays":
+                    _save_arrays(tmp / RESULT_FILE, self)
+                elif stage == "colmap" and self.colmap_model is not None:
+                    self._export_colmap(tmp / "colmap")
+                elif stage == "points" and len(self.points):
+                    self.export(tmp / "points.ply")
+                elif stage == "dynamic" and np.isfinite(self.trajectories[:, self.is_dynamic]).any():
+                    self.export(tmp / "dynamic.glb")
+                elif stage == "recording":
+                    self.to_rerun(tmp / "recording.rrd")
+                elif stage == "overlay":
+                    self.export(tmp / "overlay.mp4")
+                timings[stage] = round(time.perf_counter() - t0, 3)
+            notify("write", len(stages), len(stages))
+            self.summary["files"] = sorted(p.name for p in tmp.iterdir()) + [SUMMARY_FILE]
+            io.write_json_atomic(tmp / SUMMARY_FILE, self.summary)
+        return Path(path)
+
+    def _export_colmap(self, path: Path) -> Path:
+        if self.colmap_model is None:
+            raise OutputError("no COLMAP model: the cameras were not solved "
+                              f"({self.summary.get('cameras', 'unknown')})")
+        from recon.colmap import write_model
+
+        return write_model(self.colmap_model, path)
+
+    def _frames(self):
+        if not self.source or not Path(self.source).exists():
+            raise ResultError(f"the video {self.source!r} is needed to draw frames but cannot be found")
+        idx = self.frame_indices
+        stride = int(idx[1] - idx[0]) if len(idx) > 1 else 1
+        return video_io.iter_frames(self.source, start=int(idx[0]), end=int(idx[-1]) + 1, stride=stride)
+
+
+def _save_arrays(path: Path, result: Result) -> Path:
+    return io.save_tracks(path, fps=result.fps, frame_size=result.frame_size,
+                          format_version=np.int64(FORMAT_VERSION),
+                          **{k: v for k, v in result.arrays.items()})
+
+
+def load(path: str | Path) -> Result:
+    """Read a result folder written by :meth:`Result.save` (or ``track3d reconstruct``).
+
+    Raises:
+        ResultError: not a result folder, or a file in it is damaged.
+    """
+    path = Path(path)
+    if not (path / RESULT_FILE).is_file():
+        raise ResultError(f"{path} is not a track3d result folder (no {RESULT_FILE})")
+    arrays = io.load_tracks(path / RESULT_FILE)
+    missing = [k for k in ("cam_from_world", "trajectories", "is_dynamic", "points", "point_tracks", "colors")
+               if k not in arrays]
+    if missing:
+        raise ResultError(f"{path / RESULT_FILE} lacks {', '.join(missing)}: not a reconstruction result")
+    fps, frame_size = float(arrays.pop("fps")), tuple(int(v) for v in arrays.pop("frame_size"))
+    arrays.pop("format_version", None)
+    try:
+        summary = json.loads((path / SUMMARY_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise ResultError(f"cannot read {path / SUMMARY_FILE}: {exc}") from None
+    model = None
+    if (path / "colmap").is_dir():
+        import pycolmap
+
+        model = pycolmap.Reconstruction(str(path / "colmap"))
+    return Result(arrays=arrays, fps=fps, frame_size=frame_size, summary=summary,
+                  source=summary.get("source", ""), colmap_model=model)
+
+
+def read_intrinsics(spec: str) -> np.ndarray:
+    """``'fx,fy,cx,cy'`` or a ``.npy`` / text file holding a 3x3 matrix -> ``(3, 3)``."""
+    path = Path(spec)
+    try:
+        if path.suffix.lower() == ".npy" and path.is_file():
+            K = np.load(path, allow_pickle=False)
+        elif path.is_file():
+            K = np.loadtxt(path, delimiter=None if "," not in path.read_text() else ",")
+        else:
+            fx, fy, cx, cy = (float(v) for v in spec.split(","))
+            K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]])
+    except (ValueError, OSError) as exc:
+        raise Track3DError(f"--intrinsics must be 'fx,fy,cx,cy' or a file with a 3x3 matrix; "
+                           f"cannot read {spec!r}: {exc}") from None
+    K = np.asarray(K, dtype=np.float64)
+    if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise Track3DError(f"--intrinsics must be a 3x3 camera matrix with positive focal lengths, got {K.tolist()}")
+    return K
+
+
+def read_depth_folder(folder: str | Path, frame_indices: np.ndarray, n_source: int | None,
+                      frame_size: tuple[int, int]) -> np.ndarray:
+    """Per-frame depth maps ``(T, H, W)`` float64 for the tracked frames.
+
+    The folder holds one map per tracked frame, or one per source frame (then
+    the tracked ones are picked), in natural name order: ``.npy`` arrays or
+    16-bit ``.png`` images. Zero, NaN or inf mean unknown.
+    """
+    import cv2
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise Track3DError(f"--depth {folder} is not a folder")
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in (".npy", ".png")),
+                   key=lambda p: video_io._natural_key(p.name))
+    T = len(frame_indices)
+    if len(files) == T:
+        chosen = files
+    elif n_source is not None and len(files) == n_source:
+        chosen = [files[i] for i in frame_indices]
+    else:
+        raise Track3DError(f"--depth {folder} holds {len(files)} maps (.npy/.png); expected one per tracked "
+                           f"frame ({T})" + (f" or per source frame ({n_source})" if n_source else ""))
+    W, H = frame_size
+    maps = np.empty((T, H, W))
+    for t, p in enumerate(chosen):
+        m = np.load(p, allow_pickle=False) if p.suffix.lower() == ".npy" else cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        if m is None or np.asarray(m).ndim != 2:
+            raise Track3DError(f"depth map {p} must be one channel (H, W), got "
+                               f"{'an unreadable file' if m is None else np.asarray(m).shape}")
+        if m.shape != (H, W):
+            raise Track3DError(f"depth map {p} is {m.shape[1]}x{m.shape[0]}, the video is {W}x{H}")
+        maps[t] = m
+    return maps
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
+
+
+def _resolve_tracker(opts: ReconstructOptions, warnings: list[str]):
+    """The tracker the options name; the classical baseline when no weights can be had for the default."""
+    from cotracker3.baseline import LucasKanadeTracker
+    from cotracker3.errors import WeightsUnavailableError
+
+    try:
+        return load_tracker(opts)
+    except WeightsUnavailableError as exc:
+        if opts.model is not None or opts.checkpoint is not None:
+            raise
+        warnings.append(f"CoTracker3 weights are not available ({str(exc).splitlines()[0]}); tracked with the "
+                        "classical Lucas-Kanade baseline instead, which is less accurate. Put the weights in "
+                        "place (see 'track3d models') for better tracks.")
+        logger.warning(warnings[-1])
+        return LucasKanadeTracker(), "baseline"
+
+
+def reconstruct(
+    video: str | Path,
+    options: ReconstructOptions | None = None,
+    *,
+    progress: Callable[[str, int, int], None] | None = None,
+    **kwargs,
+) -> Result:
+    """Track a video and reconstruct it in 3D.
+
+    Args:
+        video: a video file or a folder of images.
+        options: a :class:`ReconstructOptions`; or its fields as keyword
+            arguments, e.g. ``track3d.reconstruct("v.mp4", grid=50, depth="depth/")``.
+        progress: optional ``callable(stage, done, total)`` for progress bars.
+
+    Returns:
+        :class:`Result`. Geometry that cannot be solved (a still or rotating
+        camera, too few static tracks) is no error: ``result.summary["cameras"]``
+        and ``["warnings"]`` say what was not solved, and unknown values are NaN.
+
+    Raises:
+        VideoError, QueryError, CheckpointError, Track3DError: bad input.
+    """
+    import recon
+    from cotracker3.baseline import LucasKanadeTracker
+    from viz.clouds import sample_colors
+
+    opts = dataclasses.replace(options or ReconstructOptions(), **kwargs)
+    notify = progress or (lambda *a: None)
+    warnings: list[str] = []
+    memory: dict[str, float] = {}
+    K = read_intrinsics(opts.intrinsics) if opts.intrinsics else None
+    info = video_io.probe(video)
+    if opts.depth and not Path(opts.depth).is_dir():
+        raise Track3DError(f"--depth {opts.depth} is not a folder")
+
+    model, label = _resolve_tracker(opts, warnings)
+    if isinstance(model, LucasKanadeTracker) and opts.online:
+        warnings.append("the baseline tracker reads the whole video: --online is ignored")
+        opts = dataclasses.replace(opts, online=False)
+    tracked: Tracks = track(video, opts, progress=progress, model=model)
+    tracked.model = label
+    memory["track"] = _peak_mb()
+    T, N = tracked.visibility.shape
+    depth = None
+    if opts.depth:
+        depth = read_depth_folder(opts.depth, tracked.frame_indices, info.num_frames, tracked.frame_size)
+
+    notify("reconstruct", 0, 1)
+    t0 = time.perf_counter()
+    rec = recon.reconstruct(tracked.tracks, tracked.visibility, tracked.frame_size, confidence=tracked.confidence,
+                            intrinsics=K, depth=depth,
+                            options=recon.ReconOptions(min_track_length=opts.min_track_length))
+    notify("reconstruct", 1, 1)
+    t_recon = time.perf_counter() - t0
+    memory["reconstruct"] = _peak_mb()
+
+    t0 = time.perf_counter()
+    frames = video_io.iter_frames(video, start=opts.start, end=opts.end, stride=opts.stride)
+    colors = sample_colors(frames, tracked.tracks, tracked.visibility)
+    t_colors = time.perf_counter() - t0
+    memory["colors"] = _peak_mb()
+
+    status = rec.status
+    warnings += [m for m in status.messages if m.startswith("warning") or "could not be registered" in m]
+    if status.cameras != "solved":
+        why = [m for m in status.messages if m.startswith(("cameras not solved", "the camera"))]
+        warnings.append(f"cameras {status.cameras}: " + "; ".join(why or status.messages[-1:]))
+    arrays = {"tracks": tracked.tracks, "visibility": tracked.visibility, "confidence": tracked.confidence,
+              "queries": tracked.queries, "frame_indices": tracked.frame_indices, **rec.arrays(),
+              "colors": colors}
+    summary = {
+        "track3d_version": _version(),
+        "source": str(video),
+        "model": label,
+        "frames": T, "tracks": N, "frame_size": list(tracked.frame_size), "fps": tracked.fps,
+        "cameras": status.cameras,
+        "registered_frames": status.registered[0],
+        "focal": status.focal,
+        "static_tracks": status.static_tracks, "moving_tracks": status.moving_tracks,
+        "unused_tracks": status.unused_tracks, "static_points": int(len(rec.points)),
+        "moving_3d": status.moving_3d,
+        "mean_reprojection_error_px": None if not np.isfinite(status.mean_reprojection_error)
+        else round(status.mean_reprojection_error, 4),
+        "timings": {**{k: round(v, 3) for k, v in tracked.timings.items()},
+                    "reconstruct": {k: round(v, 3) for k, v in status.timings.items()} | {"total": round(t_recon, 3)},
+                    "colors": round(t_colors, 3)},
+        "peak_memory_mb": {k: round(v, 1) for k, v in memory.items()},
+        "messages": list(status.messages),
+        "warnings": warnings,
+        "options": {k: v for k, v in dataclasses.asdict(opts).items() if k != "download"},
+    }
+    return Result(arrays=arrays, fps=tracked.fps, frame_size=tracked.frame_size, summary=summary,
+                  source=str(video), colmap_model=rec.colmap_model)
+
+
+def _version() -> str:
+    from track3d import __version__
+
+    return __version__
