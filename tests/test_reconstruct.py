@@ -73,6 +73,29 @@ def test_synthetic_scene_end_to_end(scene, scene_run):
     assert np.abs(result.static_colors[0].astype(float) - expected).max() <= 1
 
 
+def test_recording_reads_back_with_rerun(scene_run):
+    import rerun as rr
+
+    _, out = scene_run
+    result = track3d.load(out)
+    store = rr.chunk.RrdReader(out / "recording.rrd").store()
+    schema = store.schema()
+    assert {"/world/camera", "/world/camera/image", "/world/camera/image/tracks", "/world/static_points",
+            "/world/moving_points", "/world/moving_tails"} <= set(schema.entity_paths())
+    assert "frame" in {c.name for c in schema.index_columns()}
+    frames, n_static = set(), 0
+    for chunk in rr.chunk.RrdReader(out / "recording.rrd").stream():
+        batch = chunk.to_record_batch()  # columns read one by one: the "time" durations need pandas
+        names = batch.schema.names
+        if chunk.entity_path == "/world/camera" and "Transform3D:translation" in names:
+            frames |= set(batch.column("frame").to_pylist())
+        if chunk.entity_path == "/world/static_points" and "Points3D:positions" in names:
+            assert chunk.is_static
+            n_static += sum(len(row) for row in batch.column("Points3D:positions").to_pylist() if row)
+    assert frames == set(range(len(result.tracks)))  # a camera pose on every (registered) frame
+    assert n_static == len(result.points)
+
+
 def test_result_api_round_trip_and_exports(scene_run, tmp_path):
     _, out = scene_run
     result = track3d.load(out)
@@ -186,3 +209,17 @@ def test_real_video_short(tmp_path):
     assert result.frame_size == tuple(summary["frame_size"])
     # Tracks are in the source video's pixels, whatever --max-side read them at.
     assert result.tracks[..., 0].max() > 256 or max(result.frame_size) <= 256
+
+
+def test_view_serves_on_localhost_only(scene_run, monkeypatch, capsys):
+    import subprocess
+
+    _, out = scene_run
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda command: calls.append(command) or 0)
+    assert main(["view", str(out), "--web", "--port", "9123"]) == 0
+    command = calls[0]
+    assert command[command.index("--bind") + 1] == "127.0.0.1" and "--serve-web" in command
+    assert str(out / "recording.rrd") in command
+    assert "http://127.0.0.1:9123/" in capsys.readouterr().out
+    assert main(["view", str(out / "colmap")]) == 2  # no recording there

@@ -128,8 +128,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument("path", metavar="DIR", help="result folder, or a .rrd file")
     v.add_argument("--web", action="store_true", help="serve the web viewer on 127.0.0.1 and print the address")
-    v.add_argument("--port", type=int, default=9090, help="web viewer port with --web (default: 9090)")
+    v.add_argument("--port", type=int, default=9090, help="web viewer (HTTP) port with --web (default: 9090)")
+    v.add_argument("--grpc-port", type=int, default=9876, help="port of the data stream with --web (default: 9876)")
     v.set_defaults(func=cmd_view)
+
+    smp = sub.add_parser(
+        "sample",
+        help="render a synthetic sample video to try the other commands on",
+        description="Render a video of a synthetic room (textured walls and objects, some of them moving) "
+        "seen by a moving camera, with the project's own scene engine, and write it as an mp4. No "
+        "download: 'track3d sample sample.mp4 && track3d reconstruct sample.mp4 --out out/' runs the "
+        "whole pipeline on a fresh machine.",
+    )
+    smp.add_argument("out", metavar="OUT.mp4", help="video file to write")
+    smp.add_argument("--tier", default="moving_camera",
+                     help="scene kind: static_camera, moving_camera, heavy_occlusion, fast_motion (default: moving_camera)")
+    smp.add_argument("--seed", type=int, default=0, help="scene seed (default: 0)")
+    smp.add_argument("--frames", type=int, default=48, help="number of frames (default: 48)")
+    smp.add_argument("--size", default="512x384", metavar="WxH", help="frame size (default: 512x384)")
+    smp.add_argument("--fps", type=float, default=24.0, help="frame rate (default: 24)")
+    smp.set_defaults(func=cmd_sample)
 
     m = sub.add_parser("models", help="list the registered CoTracker3 weights and whether they are cached",
                        description="List the registered weights, where they come from and where they are cached.")
@@ -221,6 +239,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 def cmd_view(args: argparse.Namespace) -> int:
     """``track3d view``: the Rerun viewer (native, or web on 127.0.0.1) on a saved recording."""
     import subprocess
+    from urllib.parse import quote
 
     from track3d.errors import ResultError
 
@@ -230,9 +249,33 @@ def cmd_view(args: argparse.Namespace) -> int:
         raise ResultError(f"no Rerun recording at {rrd} (was the result written with --no-viz?)")
     command = [sys.executable, "-m", "rerun", str(rrd)]
     if args.web:
-        command[3:3] = ["--web-viewer", "--bind", "127.0.0.1", "--web-viewer-port", str(args.port)]
-        print(f"serving the Rerun web viewer at http://127.0.0.1:{args.port} (Ctrl-C to stop)")
+        command += ["--serve-web", "--bind", "127.0.0.1", "--web-viewer-port", str(args.port),
+                    "--port", str(args.grpc_port)]
+        address = (f"http://127.0.0.1:{args.port}/?url=" + quote(f"rerun+http://127.0.0.1:{args.grpc_port}/proxy", safe=""))
+        print(f"serving the Rerun web viewer on 127.0.0.1: open {address} (Ctrl-C to stop)", flush=True)
     return subprocess.call(command)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    """``track3d sample``: render a synthetic scene and write it as a video."""
+    from cotracker3 import synthetic
+    from track3d.errors import Track3DError
+    from viz.overlay import write_video
+
+    try:
+        W, H = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise Track3DError(f"--size must be WxH, e.g. 512x384, got {args.size!r}") from None
+    if args.tier not in synthetic.EVAL_TIERS:
+        raise Track3DError(f"unknown --tier {args.tier!r}; tiers: {', '.join(synthetic.EVAL_TIERS)}")
+    if args.frames < 2 or min(W, H) < 16:
+        raise Track3DError("a sample needs at least 2 frames of at least 16x16 pixels")
+    cfg = dataclasses.replace(synthetic.EVAL_TIERS[args.tier], num_frames=args.frames, width=W, height=H,
+                              num_points=1)
+    scene = synthetic.render_scene(cfg, args.seed)
+    write_video(args.out, iter(scene.frames), fps=args.fps, num_frames=len(scene.frames))
+    print(f"wrote {args.out} ({args.frames} frames, {W}x{H}, {args.tier}, seed {args.seed})")
+    return EXIT_OK
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

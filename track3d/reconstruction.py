@@ -219,6 +219,7 @@ class Result:
                     self.export(tmp / "overlay.mp4")
                 timings[stage] = round(time.perf_counter() - t0, 3)
             notify("write", len(stages), len(stages))
+            self.summary.setdefault("peak_memory_mb", {})["write"] = round(_peak_mb(), 1)
             self.summary["files"] = sorted(p.name for p in tmp.iterdir()) + [SUMMARY_FILE]
             io.write_json_atomic(tmp / SUMMARY_FILE, self.summary)
         return Path(path)

@@ -344,3 +344,9 @@ def write_overlay_video(
         raise
     logger.info("wrote %s (%d frames, %d tracks, %s)", path, count, num_tracks, codec)
     return path
+
+
+def write_video(path: str | Path, frames: Iterable[np.ndarray], *, fps: float, num_frames: int) -> Path:
+    """Encode ``num_frames`` RGB ``frames`` as an mp4 with nothing drawn (see :func:`write_overlay_video`)."""
+    return write_overlay_video(path, frames, np.zeros((num_frames, 0, 2), np.float32),
+                               np.zeros((num_frames, 0), bool), fps=fps, tail_length=0)
