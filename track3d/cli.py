@@ -144,8 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--tier", default="moving_camera",
                      help="scene kind: static_camera, moving_camera, heavy_occlusion, fast_motion (default: moving_camera)")
     smp.add_argument("--seed", type=int, default=0, help="scene seed (default: 0)")
-    smp.add_argument("--frames", type=int, default=48, help="number of frames (default: 48)")
-    smp.add_argument("--size", default="512x384", metavar="WxH", help="frame size (default: 512x384)")
+    smp.add_argument("--frames", type=int, default=32, help="number of frames (default: 32)")
+    smp.add_argument("--size", default="384x288", metavar="WxH", help="frame size (default: 384x288)")
     smp.add_argument("--fps", type=float, default=24.0, help="frame rate (default: 24)")
     smp.set_defaults(func=cmd_sample)
 
