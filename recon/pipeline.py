@@ -195,7 +195,7 @@ def _check(tracks, visibility, image_size, confidence, intrinsics, depth):
 
 
 def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None, depth=None,
-                options: ReconOptions | None = None) -> Reconstruction:
+                options: ReconOptions | None = None, progress=None) -> Reconstruction:
     """Cameras, a static point cloud and 3D trajectories from 2D tracks.
 
     Args:
@@ -208,6 +208,8 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
         depth: optional ``(T, H, W)`` depth maps (camera ``z``, any consistent unit;
             0, NaN or inf where unknown) from an RGB-D capture or a depth estimator.
         options: :class:`ReconOptions`.
+        progress: optional ``callable(stage, done, total)``, called as the stages
+            (separation, each mapping round, 3D) finish.
 
     Returns:
         :class:`Reconstruction`.
@@ -216,6 +218,9 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
         ValueError: arrays of the wrong shapes (degenerate *geometry* never raises).
     """
     opts = options or ReconOptions()
+    steps = 3 + opts.refinements
+    notify = (lambda done: progress("recon", done, steps)) if progress else (lambda done: None)
+    notify(0)
     tracks, visibility, (W, H), confidence, K_given, depth = _check(
         tracks, visibility, image_size, confidence, intrinsics, depth)
     T, N = visibility.shape
@@ -236,6 +241,7 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
     is_dynamic = selected & (score > opts.epipolar_threshold)
     static = selected & ~is_dynamic & np.isfinite(score)
     status.timings["separation"] = time.perf_counter() - t0
+    notify(1)
     status.note(f"frame pairs: {motion.num_pairs} with shared tracks ({motion.general} with parallax, "
                 f"{motion.rotation} rotation only, {motion.still} still)")
 
@@ -264,6 +270,7 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
         for round_ in range(1 + opts.refinements):
             result = colmap.map_tracks(tracks, vis, static, (W, H), K_given, max_gap=opts.max_gap, seed=opts.seed)
             status.note(result.message)
+            notify(2 + round_)
             model = result.reconstruction
             cam_from_world = result.cam_from_world
             if K_given is None and np.isfinite(result.K).all():
@@ -310,6 +317,7 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
             _lift_from_neighbours(tracks, vis, K, cam_from_world, registered, static, points, moving_tracks,
                                   trajectories, reliability, status, opts)
     status.timings["lift"] = time.perf_counter() - t0
+    notify(steps)
     status.static_tracks = int((selected & ~is_dynamic).sum())
     status.moving_tracks = int(moving_tracks.sum())
     if status.cameras == "solved" and status.moving_tracks > 0.4 * max(int(selected.sum()), 1):

@@ -75,7 +75,11 @@ def test_without_depth_moving_points_are_a_low_reliability_guess(moving):
 
 def test_given_intrinsics_are_kept(moving):
     tracks, vis = _noisy(moving)
-    rec = recon.reconstruct(tracks, vis, (CFG["width"], CFG["height"]), intrinsics=moving.K)
+    calls = []
+    rec = recon.reconstruct(tracks, vis, (CFG["width"], CFG["height"]), intrinsics=moving.K,
+                            progress=lambda *a: calls.append(a))
+    assert calls[0] == ("recon", 0, calls[-1][2]) and calls[-1][1] == calls[-1][2]
+    assert [c[1] for c in calls] == sorted(c[1] for c in calls)
     assert rec.status.focal == "given"
     np.testing.assert_allclose(rec.K[0], moving.K)
     assert rec.registered.all()

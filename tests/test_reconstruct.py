@@ -65,6 +65,10 @@ def test_synthetic_scene_end_to_end(scene, scene_run):
     assert summary["model"] == "baseline"
     assert {"track", "reconstruct", "colors", "write"} <= set(summary["timings"])
     assert summary["static_points"] == len(result.points) > 100
+    import open3d as o3d
+
+    ply = o3d.io.read_point_cloud(str(out / "points.ply"))  # outliers removed, normals estimated
+    assert 0.8 * len(result.points) <= len(ply.points) <= len(result.points) and ply.has_normals()
     # The static cloud's colours come from the video: the median of its pixels along the track.
     n = result.point_tracks[0]
     seen = np.flatnonzero(result.visibility[:, n])

@@ -11,7 +11,8 @@ The result folder:
 ===================== ==========================================================
 ``reconstruction.npz`` every array (table in :class:`Result`), frame size and fps
 ``colmap/``            the COLMAP model (cameras, images, points3D), when solved
-``points.ply``         the static point cloud, coloured from the video (if any)
+``points.ply``         the static point cloud, coloured from the video, with
+                       Open3D's statistical outliers removed and normals (if any)
 ``dynamic.glb``        the moving points, one point cloud node per frame (if any)
 ``recording.rrd``      a Rerun recording on a ``frame`` timeline
 ``overlay.mp4``        the video with the tracks drawn
@@ -210,7 +211,9 @@ class Result:
                 elif stage == "colmap" and self.colmap_model is not None:
                     self._export_colmap(tmp / "colmap")
                 elif stage == "points" and len(self.points):
-                    self.export(tmp / "points.ply")
+                    from viz.clouds import write_ply
+
+                    write_ply(tmp / "points.ply", self.points, self.static_colors, remove_outliers=True, normals=True)
                 elif stage == "dynamic" and np.isfinite(self.trajectories[:, self.is_dynamic]).any():
                     self.export(tmp / "dynamic.glb")
                 elif stage == "recording":
@@ -400,12 +403,10 @@ def reconstruct(
     if opts.depth:
         depth = read_depth_folder(opts.depth, tracked.frame_indices, info.num_frames, tracked.frame_size)
 
-    notify("reconstruct", 0, 1)
     t0 = time.perf_counter()
     rec = recon.reconstruct(tracked.tracks, tracked.visibility, tracked.frame_size, confidence=tracked.confidence,
                             intrinsics=K, depth=depth,
-                            options=recon.ReconOptions(min_track_length=opts.min_track_length))
-    notify("reconstruct", 1, 1)
+                            options=recon.ReconOptions(min_track_length=opts.min_track_length), progress=progress)
     t_recon = time.perf_counter() - t0
     memory["reconstruct"] = _peak_mb()
 
