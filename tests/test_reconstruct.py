@@ -128,13 +128,13 @@ def test_existing_output_is_refused_unless_overwrite(scene, scene_run, capsys):
     assert (out / "summary.json").read_text() == before
 
 
-def test_without_weights_falls_back_to_the_baseline_with_a_warning(scene, tmp_path, capsys):
+def test_without_weights_falls_back_to_the_baseline_with_a_warning(scene, tmp_path, caplog):
     frames = _write_frames(scene.frames[:6], tmp_path / "frames")
     out = tmp_path / "out"
-    code = main(["reconstruct", str(frames), "--grid", "6", "--no-viz", "--out", str(out)])
+    with caplog.at_level("WARNING", logger="track3d"):
+        code = main(["reconstruct", str(frames), "--grid", "6", "--no-viz", "--out", str(out)])
     assert code == 0
-    err = capsys.readouterr().err
-    assert "weights are not available" in err and "baseline" in err
+    assert "weights are not available" in caplog.text and "baseline" in caplog.text
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"] == "baseline" and any("baseline" in w for w in summary["warnings"])
     assert "recording.rrd" not in summary["files"] and not (out / "overlay.mp4").exists()

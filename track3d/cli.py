@@ -215,7 +215,7 @@ def cmd_track(args: argparse.Namespace) -> int:
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     """``track3d reconstruct``: track, reconstruct, write the result folder atomically."""
     from track3d import io
-    from track3d.reconstruction import ReconstructOptions, reconstruct
+    from track3d.reconstruction import FALLBACK_NOTICE, ReconstructOptions, reconstruct
 
     opts = ReconstructOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ReconstructOptions)
                                  if hasattr(args, f.name)})
@@ -231,7 +231,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
           f"({s['registered_frames']}/{s['frames']} frames), {s['static_points']} static points, "
           f"{s['moving_tracks']} moving tracks")
     for warning in s["warnings"]:
-        print(f"warning: {warning}", file=sys.stderr)
+        if not warning.startswith(FALLBACK_NOTICE):  # that one was logged before tracking started
+            print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {args.out}/ ({', '.join(s['files'])})")
     return EXIT_OK
 

@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 RESULT_FILE = "reconstruction.npz"
 SUMMARY_FILE = "summary.json"
 FORMAT_VERSION = 1
+FALLBACK_NOTICE = "CoTracker3 weights are not available"
+"""Start of the warning given (and logged at once) when the baseline tracker stands in for CoTracker3."""
 
 
 @dataclass
@@ -348,7 +350,7 @@ def _resolve_tracker(opts: ReconstructOptions, warnings: list[str]):
     except WeightsUnavailableError as exc:
         if opts.model is not None or opts.checkpoint is not None:
             raise
-        warnings.append(f"CoTracker3 weights are not available ({str(exc).splitlines()[0]}); tracked with the "
+        warnings.append(f"{FALLBACK_NOTICE} ({str(exc).splitlines()[0]}); tracked with the "
                         "classical Lucas-Kanade baseline instead, which is less accurate. Put the weights in "
                         "place (see 'track3d models') for better tracks.")
         logger.warning(warnings[-1])
