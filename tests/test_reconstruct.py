@@ -227,3 +227,17 @@ def test_view_serves_on_localhost_only(scene_run, monkeypatch, capsys):
     assert str(out / "recording.rrd") in command
     assert "http://127.0.0.1:9123/" in capsys.readouterr().out
     assert main(["view", str(out / "colmap")]) == 2  # no recording there
+
+
+def test_interrupted_run_leaves_no_folder(scene, tmp_path, monkeypatch):
+    import viz.recording
+
+    frames = _write_frames(scene.frames[:6], tmp_path / "frames")
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(viz.recording, "write_recording", interrupt)
+    out = tmp_path / "out"
+    assert main(["-q", "reconstruct", str(frames), "--grid", "8", "--model", "baseline", "--out", str(out)]) == 130
+    assert not out.exists() and not any(p.name.startswith(".out.") for p in tmp_path.iterdir())
