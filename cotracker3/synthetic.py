@@ -863,26 +863,31 @@ def training_scenes(seed: int = 0, config: SceneConfig | None = None, randomize:
             around ``config`` (covering the evaluation tiers' range).
 
     Yields:
-        :class:`SyntheticScene`.
+        :class:`SyntheticScene`: ``training_scene(seed, 0, ...)``, ``training_scene(seed, 1, ...)``, ...
     """
-    base = config or SceneConfig()
     k = 0
     while True:
-        ss = np.random.SeedSequence(seed, spawn_key=(_TRAIN_KEY, k))
-        scene_seed = int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
-        cfg = base
-        if randomize:
-            r = np.random.default_rng(ss.spawn(1)[0])
-            n_dyn = int(r.integers(1, 7))
-            cfg = dataclasses.replace(
-                base,
-                camera=str(r.choice(["moving", "static"], p=[0.75, 0.25])),
-                camera_speed=float(r.uniform(0.5, 2.5)),
-                object_speed=float(r.uniform(0.5, 3.0)),
-                num_dynamic=n_dyn,
-                num_exiting=int(r.integers(0, min(n_dyn, 2) + 1)),
-                num_static=int(r.integers(0, 5)),
-                num_occluders=int(r.integers(0, 4)),
-            )
-        yield render_scene(cfg, scene_seed, name=f"train/{seed}/{k}")
+        yield training_scene(seed, k, config, randomize)
         k += 1
+
+
+def training_scene(seed: int, index: int, config: SceneConfig | None = None, randomize: bool = True) -> SyntheticScene:
+    """Scene ``index`` of the training stream ``seed`` (see :func:`training_scenes`), rendered directly."""
+    base = config or SceneConfig()
+    ss = np.random.SeedSequence(seed, spawn_key=(_TRAIN_KEY, index))
+    scene_seed = int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
+    cfg = base
+    if randomize:
+        r = np.random.default_rng(ss.spawn(1)[0])
+        n_dyn = int(r.integers(1, 7))
+        cfg = dataclasses.replace(
+            base,
+            camera=str(r.choice(["moving", "static"], p=[0.75, 0.25])),
+            camera_speed=float(r.uniform(0.5, 2.5)),
+            object_speed=float(r.uniform(0.5, 3.0)),
+            num_dynamic=n_dyn,
+            num_exiting=int(r.integers(0, min(n_dyn, 2) + 1)),
+            num_static=int(r.integers(0, 5)),
+            num_occluders=int(r.integers(0, 4)),
+        )
+    return render_scene(cfg, scene_seed, name=f"train/{seed}/{index}")
