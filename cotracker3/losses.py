@@ -104,8 +104,9 @@ class Losses:
 
     def items(self) -> dict[str, float]:
         """Plain floats for logs."""
-        return {"total": float(self.total), "visible": float(self.visible), "occluded": float(self.occluded),
-                "visibility": float(self.visibility), "confidence": float(self.confidence)}
+        terms = dict(visible=self.visible, occluded=self.occluded, visibility=self.visibility,
+                     confidence=self.confidence)
+        return {"total": float(self.total.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
 
 
 def cotracker_losses(outputs, tracks: Tensor, visibility: Tensor, valid: Tensor | None = None,

@@ -1,0 +1,85 @@
+"""Supervised training on synthetic clips: samples, learning, checkpoints and resuming."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cotracker3.errors import CheckpointError
+from cotracker3.losses import cotracker_losses
+from cotracker3.training import TrainConfig, TrainingError, build_model, make_sample, train
+
+TINY = dict(window_len=8, model_resolution=(64, 64), latent_dim=32, hidden_size=32, num_heads=2, time_depth=1,
+            space_depth=1, corr_hidden_dim=32, corr_embed_dim=16, num_virtual_tracks=4)
+
+
+def _config(**kw) -> TrainConfig:
+    base = dict(steps=4, iters=2, num_points=16, min_frames=4, max_frames=8, scene_reuse=2, log_every=1,
+                checkpoint_every=2, scene=dict(num_frames=8, height=64, width=64, num_points=48, supersample=1),
+                model=dict(TINY), seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_sample_is_a_supervisable_clip():
+    config = _config()
+    video, queries, tracks, vis = make_sample(config, 0)
+    L = video.shape[1]
+    assert 4 <= L <= 8 and video.shape == (1, L, 3, 64, 64)
+    N = queries.shape[1]
+    assert 0 < N <= 16 and tracks.shape == (1, L, N, 2) and vis.shape == (1, L, N)
+    # Every query sits on its track at a frame where the track is visible.
+    t = queries[0, :, 0].long()
+    assert vis[0, t, torch.arange(N)].all()
+    assert torch.allclose(queries[0, :, 1:], tracks[0, t, torch.arange(N)])
+    again = make_sample(config, 0)
+    assert all(torch.equal(a, b) for a, b in zip(again, (video, queries, tracks, vis)))  # from (seed, step) alone
+
+
+def test_the_model_learns_a_clip():
+    torch.manual_seed(0)
+    config = _config()
+    model = build_model(config)
+    video, queries, tracks, vis = make_sample(config, 0)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    first = None
+    for _ in range(40):
+        losses = cotracker_losses(model.forward_train(video, queries, 2), tracks, vis)
+        opt.zero_grad()
+        losses.total.backward()
+        opt.step()
+        first = first if first is not None else float(losses.total.detach())
+    assert float(losses.total.detach()) < 0.6 * first
+
+
+def test_resume_goes_on_exactly_as_without_stopping(tmp_path):
+    whole = train(_config(), tmp_path / "whole")
+    stopped = tmp_path / "stopped"
+
+    def stop_after_3(step, steps, items):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(), stopped, progress=stop_after_3)
+    ckpt = torch.load(stopped / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 3  # the step finished before the interruption is kept
+    train(_config(), stopped)
+    a = torch.load(whole / "model.pt", weights_only=True)
+    b = torch.load(stopped / "model.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    lines = [json.loads(x) for x in (whole / "log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [1, 2, 3, 4] and all(x["total"] > 0 for x in lines)
+
+
+def test_damaged_checkpoint_is_a_clear_error(tmp_path):
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="damaged"):
+        train(_config(), tmp_path)
+
+
+def test_bad_configuration():
+    with pytest.raises(TrainingError):
+        _config(min_frames=9).check()
