@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--eval-every", type=int, default=0, help="evaluate on the synthetic set every N steps (0: never)")
     tr.add_argument("--seed", type=int, default=0, help="seed of everything random (default: 0)")
     tr.add_argument("--fresh", action="store_true", help="do not resume: start over in OUT")
-    tr.set_defaults(func=cmd_train)
+    tr.set_defaults(func=cmd_train, interrupted="a checkpoint was saved: run the same command again to resume")
 
     m = sub.add_parser("models", help="list the registered CoTracker3 weights and whether they are cached",
                        description="List the registered weights, where they come from and where they are cached.")
@@ -307,6 +307,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = dict(SMALL_MODEL) if args.size == "small" else dict(model_resolution=(256, 256), window_len=24)
     config = TrainConfig(steps=args.steps, lr=args.lr, num_points=args.points, iters=args.iters, model=model,
                          init=args.init, eval_every=args.eval_every, seed=args.seed)
+    import signal
+
+    def stop(signum, frame):  # a polite kill (SIGTERM) also saves a checkpoint first
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     progress = _Progress(not args.quiet)
     try:
         train(config, args.out, resume=not args.fresh,
@@ -403,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"track3d: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("track3d: interrupted; no output was written", file=sys.stderr)
+        print(f"track3d: interrupted; {getattr(args, 'interrupted', 'no output was written')}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except MemoryError:
         print("track3d: error: out of memory; try --online, fewer frames (--end/--stride), "
