@@ -81,6 +81,9 @@ class TrainConfig:
         eval_every: steps between evaluations on the held-out synthetic set (0: never).
         eval_videos_per_tier: scenes per tier in those evaluations.
         init: optional checkpoint to start from (weights only).
+        bf16: run the forward pass under bfloat16 autocast (the reference trains in
+            mixed precision; on CPUs with bfloat16 instructions about twice as fast);
+            the losses are computed in float32.
     """
 
     steps: int = 2000
@@ -101,6 +104,7 @@ class TrainConfig:
     eval_every: int = 0
     eval_videos_per_tier: int = 2
     init: str | None = None
+    bf16: bool = False
 
     def check(self) -> None:
         if self.steps < 1 or self.iters < 1 or self.num_points < 1 or self.scene_reuse < 1:
@@ -244,7 +248,9 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = True,
                 done = step + 1
                 continue
             video, queries, tracks, vis = sample
-            outputs = model.forward_train(video, queries, config.iters)
+            with torch.autocast(video.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+                outputs = model.forward_train(video, queries, config.iters)
+            outputs = [type(o)(*(x.float() for x in o)) for o in outputs]
             losses = cotracker_losses(outputs, tracks, vis)
             opt.zero_grad(set_to_none=True)
             losses.total.backward()

@@ -83,3 +83,11 @@ def test_damaged_checkpoint_is_a_clear_error(tmp_path):
 def test_bad_configuration():
     with pytest.raises(TrainingError):
         _config(min_frames=9).check()
+
+
+def test_bf16_autocast_trains(tmp_path):
+    train(_config(steps=2, bf16=True), tmp_path)
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert len(lines) == 2

@@ -168,7 +168,33 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--eval-every", type=int, default=0, help="evaluate on the synthetic set every N steps (0: never)")
     tr.add_argument("--seed", type=int, default=0, help="seed of everything random (default: 0)")
     tr.add_argument("--fresh", action="store_true", help="do not resume: start over in OUT")
+    tr.add_argument("--bf16", action="store_true", help="bfloat16 autocast in the forward pass (mixed precision)")
     tr.set_defaults(func=cmd_train, interrupted="a checkpoint was saved: run the same command again to resume")
+
+    pl = sub.add_parser(
+        "pseudo-label",
+        help="fine-tune a trained model on unlabelled real videos labelled by teacher trackers",
+        description="The paper's second stage: clips of the videos in VIDEOS are tracked by a teacher drawn at "
+        "random per step (from --teacher: 'self' = the starting student, frozen; 'baseline' = Lucas-Kanade; a "
+        "checkpoint path; a registered name), from SIFT keypoints of the clip's first quarter; the points "
+        "the teacher sees with visibility > 0.9 supervise the student, whose visibility/confidence head stays "
+        "frozen (learning rate 5e-5, gradient clipping at 10). OUT is resumable like 'track3d train'.",
+    )
+    pl.add_argument("videos", metavar="VIDEOS", help="folder of unlabelled videos (searched recursively)")
+    pl.add_argument("--init", required=True, metavar="CKPT", help="the student's starting weights (a synthetic-trained model.pt)")
+    pl.add_argument("--out", required=True, metavar="DIR", help="run folder (an existing run is resumed)")
+    pl.add_argument("--teacher", action="append", metavar="SPEC",
+                    help="a teacher (repeat for a pool): self, baseline, a checkpoint or a registered name "
+                    "(default: self and baseline)")
+    pl.add_argument("--steps", type=int, default=1000, help="optimiser steps (default: 1000)")
+    pl.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (default: 5e-5)")
+    pl.add_argument("--points", type=int, default=128, help="queries per clip (default: 128)")
+    pl.add_argument("--clip-len", type=int, default=24, help="frames per clip (default: 24)")
+    pl.add_argument("--self-refresh", type=int, default=0,
+                    help="replace the 'self' teacher by the current student every N steps (self-training; 0: never)")
+    pl.add_argument("--seed", type=int, default=0, help="seed of everything random (default: 0)")
+    pl.add_argument("--fresh", action="store_true", help="do not resume: start over in OUT")
+    pl.set_defaults(func=cmd_pseudo_label, interrupted="a checkpoint was saved: run the same command again to resume")
 
     m = sub.add_parser("models", help="list the registered CoTracker3 weights and whether they are cached",
                        description="List the registered weights, where they come from and where they are cached.")
@@ -306,7 +332,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     model = dict(SMALL_MODEL) if args.size == "small" else dict(model_resolution=(256, 256), window_len=24)
     config = TrainConfig(steps=args.steps, lr=args.lr, num_points=args.points, iters=args.iters, model=model,
-                         init=args.init, eval_every=args.eval_every, seed=args.seed)
+                         init=args.init, eval_every=args.eval_every, seed=args.seed, bf16=args.bf16)
     import signal
 
     def stop(signum, frame):  # a polite kill (SIGTERM) also saves a checkpoint first
@@ -317,6 +343,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         train(config, args.out, resume=not args.fresh,
               progress=lambda step, steps, items: progress("train", step, steps))
+    finally:
+        progress.close()
+    print(f"wrote {args.out}/model.pt (log: {args.out}/log.jsonl)")
+    return EXIT_OK
+
+
+def cmd_pseudo_label(args: argparse.Namespace) -> int:
+    """``track3d pseudo-label``: real-video fine-tuning from teacher labels, resumable."""
+    import signal
+
+    from cotracker3.pseudo_label import PseudoLabelConfig, finetune
+
+    config = PseudoLabelConfig(steps=args.steps, lr=args.lr, num_points=args.points, clip_len=args.clip_len,
+                               min_clip_len=min(args.clip_len, max(2, args.clip_len // 2)),
+                               teachers=args.teacher or ["self", "baseline"], self_refresh=args.self_refresh,
+                               init=args.init, seed=args.seed)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    progress = _Progress(not args.quiet)
+    try:
+        finetune(config, args.videos, args.out, resume=not args.fresh,
+                 progress=lambda step, steps, items: progress("fine-tune", step, steps))
     finally:
         progress.close()
     print(f"wrote {args.out}/model.pt (log: {args.out}/log.jsonl)")
