@@ -125,6 +125,15 @@ REGISTRY: dict[str, PretrainedConfig] = {
             window_len=16,
             description="CoTracker3 online, trained on Kubric only.",
         ),
+        PretrainedConfig(
+            name="embedded",
+            filename="model.safetensors",
+            url="",
+            offline=True,
+            window_len=24,
+            model_resolution=(256, 256),
+            description="the project's own small CoTracker3, shipped inside the package (cotracker3.embedded)",
+        ),
     )
 }
 """The known models, by name."""
@@ -521,6 +530,13 @@ def from_pretrained(
     get_config(name)
     from cotracker3.model import build_model
 
+    if name == "embedded":
+        from cotracker3 import embedded
+
+        if checkpoint is None:
+            return embedded.load()
+        model = build_model(name, **_embedded_arch())
+        return load_checkpoint(model, resolve_weights(name, checkpoint, download=False))
     model = build_model(name)
     path = resolve_weights(name, checkpoint, download=download, progress=progress)
     return load_checkpoint(model, path)
@@ -558,3 +574,14 @@ def model_from_checkpoint(path: str | Path, kind: str | None = None) -> torch.nn
     if kind not in ("offline", "online"):
         raise ValueError(f"kind must be 'offline', 'online' or None, got {kind!r}")
     return load_checkpoint(build_model(kind), path)
+
+
+def _embedded_arch() -> dict:
+    """The embedded model's sizes: from the shipped provenance, else the training default."""
+    from cotracker3 import embedded
+    from cotracker3.training import SMALL_MODEL
+
+    arch = dict(embedded.provenance()["architecture"]) if embedded.available() else dict(SMALL_MODEL)
+    arch.pop("window_len", None)
+    arch.pop("model_resolution", None)
+    return arch

@@ -101,13 +101,15 @@ def files_in(folder: Path) -> list[str]:
 # --------------------------------------------------------------------------- registry
 
 
-def test_registry_has_exactly_the_published_models():
+def test_registry_has_exactly_the_published_models_and_the_embedded_one():
     assert set(REGISTRY) == {
         "cotracker3-offline",
         "cotracker3-online",
         "cotracker3-offline-kubric",
         "cotracker3-online-kubric",
+        "embedded",
     }
+    assert REGISTRY["embedded"].offline and REGISTRY["embedded"].model_resolution == (256, 256)
     expected = {
         "cotracker3-offline": ("scaled_offline.pth", True, 60),
         "cotracker3-online": ("scaled_online.pth", False, 16),

@@ -436,8 +436,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     ckpt_dir = cache_dir() / "checkpoints"
     print(f"cache: {ckpt_dir}")
+    from cotracker3 import embedded
+
     for name, cfg in REGISTRY.items():
         cached = "cached" if (ckpt_dir / cfg.filename).is_file() else "not cached"
+        if name == embedded.NAME:
+            cached = "shipped" if embedded.available() else "not shipped"
         kind = "offline" if cfg.offline else "online"
         print(f"  {name:28s} {kind:8s} {cfg.filename:22s} {cached:11s} {cfg.url}")
     return EXIT_OK

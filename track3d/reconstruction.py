@@ -342,6 +342,7 @@ def _peak_mb() -> float:
 
 def _resolve_tracker(opts: ReconstructOptions, warnings: list[str]):
     """The tracker the options name; the classical baseline when no weights can be had for the default."""
+    from cotracker3 import embedded
     from cotracker3.baseline import LucasKanadeTracker
     from cotracker3.errors import WeightsUnavailableError
 
@@ -350,9 +351,15 @@ def _resolve_tracker(opts: ReconstructOptions, warnings: list[str]):
     except WeightsUnavailableError as exc:
         if opts.model is not None or opts.checkpoint is not None:
             raise
-        warnings.append(f"{FALLBACK_NOTICE} ({str(exc).splitlines()[0]}); tracked with the "
-                        "classical Lucas-Kanade baseline instead, which is less accurate. Put the weights in "
-                        "place (see 'track3d models') for better tracks.")
+        why = f"{FALLBACK_NOTICE} ({str(exc).splitlines()[0]})"
+        if embedded.available() and not opts.online:
+            warnings.append(f"{why}; tracked with the project's embedded model instead (smaller, trained on "
+                            "synthetic videos). Put the published weights in place (see 'track3d models') for "
+                            "better tracks.")
+            logger.warning(warnings[-1])
+            return embedded.load(), embedded.NAME
+        warnings.append(f"{why}; tracked with the classical Lucas-Kanade baseline instead, which is less accurate. "
+                        "Put the weights in place (see 'track3d models') for better tracks.")
         logger.warning(warnings[-1])
         return LucasKanadeTracker(), "baseline"
 

@@ -161,6 +161,21 @@ def load_tracker(options: TrackOptions) -> tuple[torch.nn.Module, str]:
     return model, options.checkpoint or name
 
 
+def _tracker_or_embedded(opts: TrackOptions) -> tuple[torch.nn.Module, str]:
+    """:func:`load_tracker`; the shipped embedded model, with a notice, when the default weights are missing."""
+    from cotracker3 import embedded
+    from cotracker3.errors import WeightsUnavailableError
+
+    try:
+        return load_tracker(opts)
+    except WeightsUnavailableError as exc:
+        if opts.model is not None or opts.checkpoint is not None or opts.online or not embedded.available():
+            raise
+        logger.warning("%s; tracking with the project's embedded model instead (smaller, trained on synthetic "
+                       "videos)", str(exc).splitlines()[0])
+        return embedded.load(), embedded.NAME
+
+
 def track(
     video: str | Path,
     options: TrackOptions | None = None,
@@ -200,7 +215,7 @@ def track(
     t0 = time.perf_counter()
     device = resolve_device(opts.device)
     if model is None:
-        model, label = load_tracker(opts)
+        model, label = _tracker_or_embedded(opts)
     else:
         label = BASELINE if isinstance(model, LucasKanadeTracker) else type(model).__name__
     baseline = isinstance(model, LucasKanadeTracker)
