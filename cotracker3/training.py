@@ -180,6 +180,16 @@ def _load_checkpoint(path: Path) -> dict:
     return ckpt
 
 
+def load_run_model(run_dir: str | Path) -> CoTracker3Offline:
+    """The model of a run folder, built with the sizes its checkpoint records, in eval mode."""
+    ckpt = _load_checkpoint(Path(run_dir) / CHECKPOINT)
+    arch = dict(ckpt["config"]["model"])
+    arch["model_resolution"] = tuple(arch.get("model_resolution", (256, 256)))
+    model = CoTracker3Offline(**arch)
+    model.load_state_dict(ckpt["model"])
+    return model.eval()
+
+
 def evaluate_model(model, videos_per_tier: int, iters: int = 6) -> dict:
     """AJ, delta_avg and OA (percent) per tier and overall on the held-out synthetic set."""
     from cotracker3.evaluation import evaluate, synthetic_videos

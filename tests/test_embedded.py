@@ -54,6 +54,14 @@ def test_export_and_load(run, shipped):
     assert not model.training
 
 
+def test_run_model_is_the_trained_one(run):
+    from cotracker3.training import load_run_model
+
+    model = load_run_model(run)
+    trained = torch.load(run / "model.pt", weights_only=True)
+    assert all(torch.equal(v, trained[k]) for k, v in model.state_dict().items()) and not model.training
+
+
 def test_damaged_weights(shipped):
     (shipped / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="damaged"):
@@ -77,3 +85,13 @@ def test_reconstruct_falls_back_to_the_embedded_model(shipped, tmp_path, monkeyp
 
     # track3d track, with no model named, also falls back to it.
     assert main(["-q", "track", str(frames), "--grid", "3", "--no-overlay", "--out", str(tmp_path / "t2")]) == 0
+
+
+def test_evaluate_model_reports_every_tier_in_percent(run):
+    from cotracker3.training import evaluate_model, load_run_model
+
+    metrics = evaluate_model(load_run_model(run), videos_per_tier=1)
+    assert set(metrics) == {f"{tier}/mean" for tier in synthetic.EVAL_TIERS} | {"mean"}
+    for values in metrics.values():
+        assert set(values) == {"average_jaccard", "average_pts_within_thresh", "occlusion_accuracy"}
+        assert all(0 <= v <= 100 for v in values.values())

@@ -169,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0, help="seed of everything random (default: 0)")
     tr.add_argument("--fresh", action="store_true", help="do not resume: start over in OUT")
     tr.add_argument("--bf16", action="store_true", help="bfloat16 autocast in the forward pass (mixed precision)")
+    tr.add_argument("--export-embedded", metavar="DIR", nargs="?", const="",
+                    help="when training ends, evaluate on the synthetic set and write the model as the embedded "
+                    "model (16-bit weights and provenance.json) into DIR (default: inside the package)")
     tr.set_defaults(func=cmd_train, interrupted="a checkpoint was saved: run the same command again to resume")
 
     pl = sub.add_parser(
@@ -340,12 +343,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     progress = _Progress(not args.quiet)
+    t0 = time.perf_counter()
     try:
         train(config, args.out, resume=not args.fresh,
               progress=lambda step, steps, items: progress("train", step, steps))
     finally:
         progress.close()
     print(f"wrote {args.out}/model.pt (log: {args.out}/log.jsonl)")
+    if args.export_embedded is not None:
+        import shlex
+
+        from cotracker3 import embedded
+        from cotracker3.training import evaluate_model, load_run_model
+
+        metrics = evaluate_model(load_run_model(args.out), videos_per_tier=5)
+        dest = embedded.export(args.out, args.export_embedded or None, metrics=metrics,
+                               command=shlex.join(["track3d", *sys.argv[1:]]),
+                               wall_time_s=round(time.perf_counter() - t0, 1))
+        print(f"wrote the embedded model to {dest} (mean AJ {metrics.get('mean', {}).get('average_jaccard')})")
     return EXIT_OK
 
 
