@@ -127,6 +127,7 @@ def cotracker_losses(outputs, tracks: Tensor, visibility: Tensor, valid: Tensor 
     """
     coords = [o.coords for o in outputs]
     vis = visibility.bool()
+    given = valid is not None
     valid = torch.ones_like(vis) if valid is None else valid.bool()
     visible = track_loss(coords, tracks, valid & vis, huber_delta=HUBER_DELTA) * VISIBLE_WEIGHT
     occluded = (track_loss(coords, tracks, valid & ~vis, huber_delta=None) * OCCLUDED_WEIGHT
@@ -134,6 +135,6 @@ def cotracker_losses(outputs, tracks: Tensor, visibility: Tensor, valid: Tensor 
     return Losses(
         visible=visible,
         occluded=occluded,
-        visibility=visibility_loss([o.vis for o in outputs], vis),
-        confidence=confidence_loss(coords, [o.conf for o in outputs], tracks, vis),
+        visibility=visibility_loss([o.vis for o in outputs], vis, valid if given else None),
+        confidence=confidence_loss(coords, [o.conf for o in outputs], tracks, vis & valid),
     )

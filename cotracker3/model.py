@@ -607,6 +607,11 @@ class CoTracker3Online(CoTracker3):
             later ones are revised by the next window. ``next_state.start`` is
             ``state.start + step``.
         """
+        outputs, next_state = self._window(chunk, state, iters)
+        return outputs[-1], next_state
+
+    def _window(self, chunk: Tensor, state: OnlineState, iters: int) -> tuple[list[ModelOutput], OnlineState]:
+        """:meth:`forward_window`, returning every refinement iteration's output."""
         B, L = chunk.shape[:2]
         S, step, start = self.window_len, self.step, state.start
         if not 1 <= L <= S:
@@ -645,8 +650,8 @@ class CoTracker3Online(CoTracker3):
             vis = torch.where(cont, extend(state.vis), vis)
             conf = torch.where(cont, extend(state.conf), conf)
 
-        c, v, k = self.refine(pyramid, support, coords, vis, conf, iters)[-1]
-        c, v, k = c[:, :L], v[:, :L], k[:, :L]
+        steps = [(c[:, :L], v[:, :L], k[:, :L]) for c, v, k in self.refine(pyramid, support, coords, vis, conf, iters)]
+        c, v, k = steps[-1]
         shared = slice(step, L) if L > step else slice(L, L)
         next_state = OnlineState(
             start=start + step,
@@ -656,7 +661,22 @@ class CoTracker3Online(CoTracker3):
             vis=v[:, shared] if L > step else None,
             conf=k[:, shared] if L > step else None,
         )
-        return ModelOutput(c * self.stride, v.sigmoid(), k.sigmoid()), next_state
+        return [ModelOutput(c * self.stride, v.sigmoid(), k.sigmoid()) for c, v, k in steps], next_state
+
+    def forward_train(self, video: Tensor, queries: Tensor, iters: int = 4) -> list[tuple[int, list[ModelOutput]]]:
+        """The sliding windows of :meth:`forward`, for the losses: per window its first
+        frame and every iteration's output for its frames (gradients flow between windows)."""
+        self.check_inputs(video, queries)
+        T = video.shape[1]
+        state = self.init_state(queries)
+        windows = []
+        start = 0
+        while True:
+            outputs, state = self._window(video[:, start : start + self.window_len], state, iters)
+            windows.append((start, outputs))
+            if start + self.window_len >= T:
+                return windows
+            start += self.step
 
     def forward(self, video: Tensor, queries: Tensor, iters: int = 4) -> ModelOutput:
         """Track queries through a whole video with sliding windows.

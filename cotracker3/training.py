@@ -1,4 +1,4 @@
-"""Supervised training of CoTracker3 on synthetic videos, as the reference trains on Kubric.
+"""Supervised training of CoTracker3 (offline or online) on synthetic videos, as the reference trains on Kubric.
 
 One step: a clip of random length is cut from a scene of the synthetic
 engine (:func:`cotracker3.synthetic.training_scene`), augmented
@@ -7,7 +7,8 @@ points they cover occluded, scale and crop jitter, flips), and every kept
 track is queried at a random frame where it is visible (the reference's
 ``random`` query sampling). The offline model tracks the queries through the
 whole clip with ``iters`` refinement iterations, and every iteration is
-supervised (:func:`cotracker3.losses.cotracker_losses`). AdamW with a
+supervised (:func:`cotracker3.losses.cotracker_losses`); the online model runs
+its sliding windows and every window is supervised on its frames. AdamW with a
 one-cycle learning rate (5% warm-up, cosine annealing, no momentum cycling)
 and gradient clipping at norm 1, as the reference.
 
@@ -39,7 +40,7 @@ from cotracker3 import synthetic
 from cotracker3.augment import AugmentConfig, augment_clip
 from cotracker3.errors import CheckpointError, CoTrackerError
 from cotracker3.losses import cotracker_losses
-from cotracker3.model import CoTracker3Offline
+from cotracker3.model import CoTracker3Offline, CoTracker3Online
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ class TrainConfig:
         eval_every: steps between evaluations on the held-out synthetic set (0: never).
         eval_videos_per_tier: scenes per tier in those evaluations.
         init: optional checkpoint to start from (weights only).
+        online: train the online (sliding-window) model: every window is
+            supervised on its frames, for the tracks whose query frame it has reached.
         bf16: run the forward pass under bfloat16 autocast (the reference trains in
             mixed precision; on CPUs with bfloat16 instructions about twice as fast);
             the losses are computed in float32.
@@ -104,6 +107,7 @@ class TrainConfig:
     eval_every: int = 0
     eval_videos_per_tier: int = 2
     init: str | None = None
+    online: bool = False
     bf16: bool = False
 
     def check(self) -> None:
@@ -114,8 +118,8 @@ class TrainConfig:
                                 f"{self.min_frames}, {self.max_frames}, {self.scene.get('num_frames', 24)}")
 
 
-def build_model(config: TrainConfig) -> CoTracker3Offline:
-    model = CoTracker3Offline(**config.model)
+def build_model(config: TrainConfig) -> CoTracker3Offline | CoTracker3Online:
+    model = (CoTracker3Online if config.online else CoTracker3Offline)(**config.model)
     if config.init:
         from cotracker3.weights import load_state_dict_file
 
@@ -150,6 +154,26 @@ def make_sample(config: TrainConfig, step: int, scene: synthetic.SyntheticScene 
     return video, torch.from_numpy(queries)[None], torch.from_numpy(tracks)[None], torch.from_numpy(vis)[None]
 
 
+def step_losses(outputs, queries, tracks, vis, *, online: bool):
+    """The losses of one forward pass (float32): over the whole clip for the offline
+    model; for the online one, the mean over its windows, each on its own frames and
+    on the tracks whose query frame the window has reached."""
+    def as_float(outs):
+        return [type(o)(*(x.float() for x in o)) for o in outs]
+
+    if not online:
+        return cotracker_losses(as_float(outputs), tracks, vis)
+    per_window = []
+    for start, outs in outputs:
+        L = outs[0].coords.shape[1]
+        reached = (queries[..., 0] < start + L)[:, None, :].expand(-1, L, -1)
+        per_window.append(cotracker_losses(as_float(outs), tracks[:, start:start + L], vis[:, start:start + L],
+                                           valid=reached))
+    terms = {k: torch.stack([getattr(w, k) for w in per_window]).mean()
+             for k in ("visible", "occluded", "visibility", "confidence")}
+    return type(per_window[0])(**terms)
+
+
 def training_scene(config: TrainConfig, step: int) -> synthetic.SyntheticScene:
     """The rendered scene that ``step`` draws its clip from."""
     cfg = dataclasses.replace(synthetic.SceneConfig(), **config.scene)
@@ -180,12 +204,12 @@ def _load_checkpoint(path: Path) -> dict:
     return ckpt
 
 
-def load_run_model(run_dir: str | Path) -> CoTracker3Offline:
+def load_run_model(run_dir: str | Path) -> CoTracker3Offline | CoTracker3Online:
     """The model of a run folder, built with the sizes its checkpoint records, in eval mode."""
     ckpt = _load_checkpoint(Path(run_dir) / CHECKPOINT)
     arch = dict(ckpt["config"]["model"])
     arch["model_resolution"] = tuple(arch.get("model_resolution", (256, 256)))
-    model = CoTracker3Offline(**arch)
+    model = (CoTracker3Online if ckpt["config"].get("online") else CoTracker3Offline)(**arch)
     model.load_state_dict(ckpt["model"])
     return model.eval()
 
@@ -260,8 +284,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = True,
             video, queries, tracks, vis = sample
             with torch.autocast(video.device.type, dtype=torch.bfloat16, enabled=config.bf16):
                 outputs = model.forward_train(video, queries, config.iters)
-            outputs = [type(o)(*(x.float() for x in o)) for o in outputs]
-            losses = cotracker_losses(outputs, tracks, vis)
+            losses = step_losses(outputs, queries, tracks, vis, online=config.online)
             opt.zero_grad(set_to_none=True)
             losses.total.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)

@@ -91,3 +91,24 @@ def test_bf16_autocast_trains(tmp_path):
     assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
     lines = (tmp_path / "log.jsonl").read_text().splitlines()
     assert len(lines) == 2
+
+
+def test_online_training_supervises_every_window(tmp_path):
+    from cotracker3.model import CoTracker3Online
+
+    config = _config(online=True, model=dict(TINY, window_len=4), min_frames=6)
+    model = build_model(config)
+    assert isinstance(model, CoTracker3Online)
+    video, queries, tracks, vis = make_sample(config, 0)
+    windows = model.forward_train(video, queries, 2)
+    L = video.shape[1]
+    starts = [s for s, _ in windows]
+    assert starts == list(range(0, 2 * len(starts), 2))  # windows of 4 frames, half overlapping
+    assert starts[-1] + 4 >= L and (len(starts) == 1 or starts[-2] + 4 < L)  # the last one reaches the end
+    # The windows' last iterations are what forward() stitches together.
+    full = model(video, queries, 2)
+    first = windows[0][1][-1]
+    assert torch.allclose(full.coords[:, :2], first.coords[:, :2], atol=1e-5)
+    train(config, tmp_path)
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert len(lines) == 4

@@ -169,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0, help="seed of everything random (default: 0)")
     tr.add_argument("--fresh", action="store_true", help="do not resume: start over in OUT")
     tr.add_argument("--bf16", action="store_true", help="bfloat16 autocast in the forward pass (mixed precision)")
+    tr.add_argument("--online", action="store_true",
+                    help="train the online (sliding-window) model, every window supervised (default: offline)")
     tr.add_argument("--export-embedded", metavar="DIR", nargs="?", const="",
                     help="when training ends, evaluate on the synthetic set and write the model as the embedded "
                     "model (16-bit weights and provenance.json) into DIR (default: inside the package)")
@@ -335,7 +337,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     model = dict(SMALL_MODEL) if args.size == "small" else dict(model_resolution=(256, 256), window_len=24)
     config = TrainConfig(steps=args.steps, lr=args.lr, num_points=args.points, iters=args.iters, model=model,
-                         init=args.init, eval_every=args.eval_every, seed=args.seed, bf16=args.bf16)
+                         init=args.init, eval_every=args.eval_every, seed=args.seed, bf16=args.bf16,
+                         online=args.online)
     import signal
 
     def stop(signum, frame):  # a polite kill (SIGTERM) also saves a checkpoint first
