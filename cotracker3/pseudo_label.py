@@ -89,8 +89,8 @@ from cotracker3.errors import CheckpointError, CoTrackerError, DatasetError, Inp
 from cotracker3.losses import cotracker_losses
 from cotracker3.model import CoTracker3Offline
 from cotracker3.predictor import OnlinePredictor, Predictor
-from cotracker3.training import (CHECKPOINT, LOG, SMALL_MODEL, WEIGHTS, TrainingError, _load_checkpoint, _save,
-                                 evaluate_model)
+from cotracker3.training import (CHECKPOINT, SMALL_MODEL, WEIGHTS, TrainingError, _load_checkpoint, _save,
+                                 evaluate_model, run_steps)
 
 logger = logging.getLogger(__name__)
 
@@ -651,30 +651,6 @@ def finetune(config: PseudoLabelConfig, videos_folder: str | Path, out_dir: str 
                 "frames": L, "points": N, "teacher_visible": round(float(visible.mean()), 4),
                 "seconds": round(time.perf_counter() - t0, 3)}
 
-    log = open(out / LOG, "a")
-    done = start
-    try:
-        for step in range(start, config.steps):
-            record = run_step(step)
-            done = step + 1
-            if record is not None:
-                items = record.pop("items")
-                if (step + 1) % config.log_every == 0 or step == start:
-                    log.write(json.dumps({"step": step + 1, **{k: round(v, 5) for k, v in items.items()},
-                                          **record}) + "\n")
-                    log.flush()
-                if progress:
-                    progress(step + 1, config.steps, items)
-            if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
-                checkpoint(step + 1)
-            if config.eval_every and (step + 1) % config.eval_every == 0:
-                metrics = evaluate_model(student, config.eval_videos_per_tier)
-                log.write(json.dumps({"step": step + 1, "eval": metrics}) + "\n")
-                log.flush()
-    except KeyboardInterrupt:
-        checkpoint(done)  # every finished step is kept: resuming goes on from here
-        logger.warning("interrupted: checkpoint saved at step %d of %d", done, config.steps)
-        raise
-    finally:
-        log.close()
+    run_steps(out, start, config, run_step, checkpoint,
+              lambda: evaluate_model(student, config.eval_videos_per_tier), progress)
     return out

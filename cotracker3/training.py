@@ -263,7 +263,6 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = True,
         start = int(ckpt["step"])
         logger.info("resuming %s at step %d of %d", out, start, config.steps)
     model.train()
-    log = open(out / LOG, "a")
     scene, scene_index = None, -1
 
     def checkpoint(done: int) -> None:
@@ -271,45 +270,64 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = True,
                           "scheduler": sched.state_dict(), "step": done, "config": dataclasses.asdict(config)})
         _save(out / WEIGHTS, model.state_dict())
 
-    done = start
-    try:
-        for step in range(start, config.steps):
-            t0 = time.perf_counter()
-            if step // config.scene_reuse != scene_index:
-                scene, scene_index = training_scene(config, step), step // config.scene_reuse
-            sample = make_sample(config, step, scene)
-            if sample is None:
-                done = step + 1
-                continue
-            video, queries, tracks, vis = sample
-            with torch.autocast(video.device.type, dtype=torch.bfloat16, enabled=config.bf16):
-                outputs = model.forward_train(video, queries, config.iters)
-            losses = step_losses(outputs, queries, tracks, vis, online=config.online)
-            opt.zero_grad(set_to_none=True)
-            losses.total.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-            opt.step()
-            sched.step()
-            done = step + 1
-            items = losses.items()
-            if progress:
-                progress(step + 1, config.steps, items)
-            if (step + 1) % config.log_every == 0 or step == start:
-                log.write(json.dumps({"step": step + 1, **{k: round(v, 5) for k, v in items.items()},
-                                      "grad_norm": round(float(grad_norm), 4), "lr": sched.get_last_lr()[0],
-                                      "frames": int(video.shape[1]), "points": int(queries.shape[1]),
-                                      "seconds": round(time.perf_counter() - t0, 3)}) + "\n")
-                log.flush()
-            if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
-                checkpoint(step + 1)
-            if config.eval_every and (step + 1) % config.eval_every == 0:
-                metrics = evaluate_model(model, config.eval_videos_per_tier)
-                log.write(json.dumps({"step": step + 1, "eval": metrics}) + "\n")
-                log.flush()
-    except KeyboardInterrupt:
-        checkpoint(done)  # every finished step is kept: resuming goes on from here
-        logger.warning("interrupted: checkpoint saved at step %d of %d", done, config.steps)
-        raise
-    finally:
-        log.close()
+    def run_step(step: int) -> dict | None:
+        nonlocal scene, scene_index
+        t0 = time.perf_counter()
+        if step // config.scene_reuse != scene_index:
+            scene, scene_index = training_scene(config, step), step // config.scene_reuse
+        sample = make_sample(config, step, scene)
+        if sample is None:
+            return None
+        video, queries, tracks, vis = sample
+        with torch.autocast(video.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+            outputs = model.forward_train(video, queries, config.iters)
+        losses = step_losses(outputs, queries, tracks, vis, online=config.online)
+        opt.zero_grad(set_to_none=True)
+        losses.total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+        opt.step()
+        sched.step()
+        return {"items": losses.items(), "grad_norm": round(float(grad_norm), 4), "lr": sched.get_last_lr()[0],
+                "frames": int(video.shape[1]), "points": int(queries.shape[1]),
+                "seconds": round(time.perf_counter() - t0, 3)}
+
+    run_steps(out, start, config, run_step, checkpoint, lambda: evaluate_model(model, config.eval_videos_per_tier),
+              progress)
     return out
+
+
+def run_steps(out: Path, start: int, config, run_step: Callable[[int], dict | None],
+              checkpoint: Callable[[int], None], evaluate: Callable[[], dict],
+              progress: Callable[[int, int, dict], None] | None) -> None:
+    """The loop every training stage shares: steps ``start .. config.steps - 1``.
+
+    ``run_step(step)`` does one optimiser step and returns its log record (with
+    the losses under ``"items"``), or None for a skipped step. Log lines go to
+    ``out/log.jsonl`` every ``config.log_every`` steps (and at the first),
+    checkpoints every ``config.checkpoint_every`` steps and at the end,
+    evaluations every ``config.eval_every`` steps. Ctrl-C saves a checkpoint
+    of every finished step before propagating.
+    """
+    done = start
+    with open(out / LOG, "a") as log:
+        try:
+            for step in range(start, config.steps):
+                record = run_step(step)
+                done = step + 1
+                if record is not None:
+                    items = record.pop("items")
+                    if (step + 1) % config.log_every == 0 or step == start:
+                        log.write(json.dumps({"step": step + 1, **{k: round(v, 5) for k, v in items.items()},
+                                              **record}) + "\n")
+                        log.flush()
+                    if progress:
+                        progress(step + 1, config.steps, items)
+                if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
+                    checkpoint(step + 1)
+                if config.eval_every and (step + 1) % config.eval_every == 0:
+                    log.write(json.dumps({"step": step + 1, "eval": evaluate()}) + "\n")
+                    log.flush()
+        except KeyboardInterrupt:
+            checkpoint(done)  # every finished step is kept: resuming goes on from here
+            logger.warning("interrupted: checkpoint saved at step %d of %d", done, config.steps)
+            raise
