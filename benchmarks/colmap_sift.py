@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 import recon
+from recon.colmap import colmap_log_level
 from cotracker3 import synthetic
 
 
@@ -84,9 +85,7 @@ def colmap_sift(frames: np.ndarray, *, camera_model: str = "SIMPLE_RADIAL", over
         mapping.num_threads = num_threads
         mapping.random_seed = 0  # repeatable with one thread
         stages = {}
-        previous = pycolmap.logging.minloglevel
-        pycolmap.logging.minloglevel = 3  # glog: 0 INFO, 1 WARNING, 2 ERROR, 3 FATAL (failures show as 0 models)
-        try:
+        with colmap_log_level(3):  # errors too: a failure shows as 0 models
             t0 = time.perf_counter()
             pycolmap.extract_features(database, images, camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
                                       extraction_options=extraction, device=pycolmap.Device.cpu)
@@ -99,8 +98,6 @@ def colmap_sift(frames: np.ndarray, *, camera_model: str = "SIMPLE_RADIAL", over
             sparse.mkdir(exist_ok=True)
             models = pycolmap.incremental_mapping(database, images, sparse, mapping)
             stages["map"] = time.perf_counter() - t0
-        finally:
-            pycolmap.logging.minloglevel = previous
 
     cam_from_world = np.full((len(frames), 4, 4), np.nan)
     rec = max(models.values(), key=lambda r: r.num_reg_images(), default=None)

@@ -67,10 +67,7 @@ def load() -> torch.nn.Module:
 
     from cotracker3.model import CoTracker3Offline
 
-    record = provenance()
-    arch = dict(record["architecture"])
-    arch["model_resolution"] = tuple(arch["model_resolution"])
-    model = CoTracker3Offline(**arch)
+    model = CoTracker3Offline(**provenance()["architecture"])
     try:
         state = {k: v.float() for k, v in load_file(str(weights_dir() / WEIGHTS_FILE)).items()}
         model.load_state_dict(state)

@@ -541,10 +541,7 @@ def _optimiser(params, config: PseudoLabelConfig):
 
 
 def _config_from(saved: dict) -> PseudoLabelConfig:
-    model = dict(saved["model"])
-    if "model_resolution" in model:
-        model["model_resolution"] = tuple(model["model_resolution"])
-    return PseudoLabelConfig(**{**saved, "model": model, "teachers": list(saved["teachers"])})
+    return PseudoLabelConfig(**{**saved, "teachers": list(saved["teachers"])})
 
 
 def finetune(config: PseudoLabelConfig, videos_folder: str | Path, out_dir: str | Path, *, resume: bool = True,

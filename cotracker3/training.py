@@ -207,9 +207,7 @@ def _load_checkpoint(path: Path) -> dict:
 def load_run_model(run_dir: str | Path) -> CoTracker3Offline | CoTracker3Online:
     """The model of a run folder, built with the sizes its checkpoint records, in eval mode."""
     ckpt = _load_checkpoint(Path(run_dir) / CHECKPOINT)
-    arch = dict(ckpt["config"]["model"])
-    arch["model_resolution"] = tuple(arch.get("model_resolution", (256, 256)))
-    model = (CoTracker3Online if ckpt["config"].get("online") else CoTracker3Offline)(**arch)
+    model = (CoTracker3Online if ckpt["config"].get("online") else CoTracker3Offline)(**ckpt["config"]["model"])
     model.load_state_dict(ckpt["model"])
     return model.eval()
 
@@ -248,9 +246,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = True,
     ckpt_path = out / CHECKPOINT
     if resume and ckpt_path.exists():
         ckpt = _load_checkpoint(ckpt_path)
-        config = TrainConfig(**{**ckpt["config"], "model": {**ckpt["config"]["model"],
-                                                             "model_resolution": tuple(ckpt["config"]["model"]
-                                                                                       ["model_resolution"])}})
+        config = TrainConfig(**ckpt["config"])
         config.init = None
     config.check()
     torch.manual_seed(config.seed)

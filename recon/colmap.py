@@ -49,15 +49,16 @@ class MappingResult:
 
 
 @contextlib.contextmanager
-def _colmap_log_level():
+def colmap_log_level(level: int = 2):
     """COLMAP logs every mapping step (and warns that our frames have no image
-    files, which the mapper never needs): keep it to errors unless this
-    module's logger is at DEBUG; restore the previous level afterwards."""
+    files, which the mapper never needs): keep it to ``level`` (glog: 0 INFO,
+    1 WARNING, 2 ERROR, 3 FATAL) unless this module's logger is at DEBUG;
+    restore the previous level afterwards."""
     import pycolmap
 
     previous = pycolmap.logging.minloglevel
     if not logger.isEnabledFor(logging.DEBUG):
-        pycolmap.logging.minloglevel = 2  # glog: 0 INFO, 1 WARNING, 2 ERROR
+        pycolmap.logging.minloglevel = level
     try:
         yield
     finally:
@@ -171,7 +172,7 @@ def map_tracks(
             options.ba_refine_focal_length = False
             options.ba_refine_principal_point = False
             options.ba_refine_extra_params = False
-        with _colmap_log_level():
+        with colmap_log_level():
             models = pycolmap.incremental_mapping(str(tmp / "database.db"), str(tmp), str(tmp / "sparse"), options)
     if not models:
         return MappingResult(nan_pose, K_out if K_out is not None else np.full((3, 3), np.nan),

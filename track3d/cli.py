@@ -267,7 +267,8 @@ def cmd_track(args: argparse.Namespace) -> int:
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     """``track3d reconstruct``: track, reconstruct, write the result folder atomically."""
     from track3d import io
-    from track3d.reconstruction import FALLBACK_NOTICE, ReconstructOptions, reconstruct
+    from track3d.reconstruction import ReconstructOptions, reconstruct
+    from track3d.tracking import FALLBACK_NOTICE
 
     opts = ReconstructOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ReconstructOptions)
                                  if hasattr(args, f.name)})
@@ -331,6 +332,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _checkpoint_on_sigterm() -> None:
+    """A polite kill (SIGTERM) stops a training command like Ctrl-C: a checkpoint is saved first."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """``track3d train``: supervised training on the synthetic engine, resumable."""
     from cotracker3.training import SMALL_MODEL, TrainConfig, train
@@ -339,12 +350,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(steps=args.steps, lr=args.lr, num_points=args.points, iters=args.iters, model=model,
                          init=args.init, eval_every=args.eval_every, seed=args.seed, bf16=args.bf16,
                          online=args.online)
-    import signal
-
-    def stop(signum, frame):  # a polite kill (SIGTERM) also saves a checkpoint first
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
+    _checkpoint_on_sigterm()
     progress = _Progress(not args.quiet)
     t0 = time.perf_counter()
     try:
@@ -369,19 +375,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_pseudo_label(args: argparse.Namespace) -> int:
     """``track3d pseudo-label``: real-video fine-tuning from teacher labels, resumable."""
-    import signal
-
     from cotracker3.pseudo_label import PseudoLabelConfig, finetune
 
     config = PseudoLabelConfig(steps=args.steps, lr=args.lr, num_points=args.points, clip_len=args.clip_len,
                                min_clip_len=min(args.clip_len, max(2, args.clip_len // 2)),
                                teachers=args.teacher or ["self", "baseline"], self_refresh=args.self_refresh,
                                init=args.init, seed=args.seed)
-
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
+    _checkpoint_on_sigterm()
     progress = _Progress(not args.quiet)
     try:
         finetune(config, args.videos, args.out, resume=not args.fresh,

@@ -39,15 +39,13 @@ import numpy as np
 
 from track3d import io, video as video_io
 from track3d.errors import OutputError, ResultError, Track3DError
-from track3d.tracking import TrackOptions, Tracks, _opt, load_tracker, track
+from track3d.tracking import FALLBACK_NOTICE, TrackOptions, Tracks, _opt, track, tracker_or_embedded
 
 logger = logging.getLogger(__name__)
 
 RESULT_FILE = "reconstruction.npz"
 SUMMARY_FILE = "summary.json"
 FORMAT_VERSION = 1
-FALLBACK_NOTICE = "CoTracker3 weights are not available"
-"""Start of the warning given (and logged at once) when the baseline tracker stands in for CoTracker3."""
 
 
 @dataclass
@@ -341,25 +339,19 @@ def _peak_mb() -> float:
 
 
 def _resolve_tracker(opts: ReconstructOptions, warnings: list[str]):
-    """The tracker the options name; the classical baseline when no weights can be had for the default."""
-    from cotracker3 import embedded
+    """The tracker the options name (or the embedded model, see :func:`tracker_or_embedded`); the
+    classical baseline when neither can be had for the default."""
     from cotracker3.baseline import LucasKanadeTracker
     from cotracker3.errors import WeightsUnavailableError
 
     try:
-        return load_tracker(opts)
+        return tracker_or_embedded(opts, warnings)
     except WeightsUnavailableError as exc:
         if opts.model is not None or opts.checkpoint is not None:
             raise
-        why = f"{FALLBACK_NOTICE} ({str(exc).splitlines()[0]})"
-        if embedded.available() and not opts.online:
-            warnings.append(f"{why}; tracked with the project's embedded model instead (smaller, trained on "
-                            "synthetic videos). Put the published weights in place (see 'track3d models') for "
-                            "better tracks.")
-            logger.warning(warnings[-1])
-            return embedded.load(), embedded.NAME
-        warnings.append(f"{why}; tracked with the classical Lucas-Kanade baseline instead, which is less accurate. "
-                        "Put the weights in place (see 'track3d models') for better tracks.")
+        warnings.append(f"{FALLBACK_NOTICE} ({str(exc).splitlines()[0]}); tracked with the classical "
+                        "Lucas-Kanade baseline instead, which is less accurate. Put the weights in place "
+                        "(see 'track3d models') for better tracks.")
         logger.warning(warnings[-1])
         return LucasKanadeTracker(), "baseline"
 

@@ -161,8 +161,19 @@ def load_tracker(options: TrackOptions) -> tuple[torch.nn.Module, str]:
     return model, options.checkpoint or name
 
 
-def _tracker_or_embedded(opts: TrackOptions) -> tuple[torch.nn.Module, str]:
-    """:func:`load_tracker`; the shipped embedded model, with a notice, when the default weights are missing."""
+FALLBACK_NOTICE = "CoTracker3 weights are not available"
+"""Start of the notice given (and logged at once) when another tracker stands in for CoTracker3."""
+
+
+def tracker_or_embedded(opts: TrackOptions, notices: list[str] | None = None) -> tuple[torch.nn.Module, str]:
+    """:func:`load_tracker`; the shipped embedded model when the default weights are missing.
+
+    The notice saying so is logged and appended to ``notices``.
+
+    Raises:
+        WeightsUnavailableError: the weights are missing and the embedded model cannot stand in
+            (a model or checkpoint was named, ``--online``, or no embedded model ships).
+    """
     from cotracker3 import embedded
     from cotracker3.errors import WeightsUnavailableError
 
@@ -171,8 +182,12 @@ def _tracker_or_embedded(opts: TrackOptions) -> tuple[torch.nn.Module, str]:
     except WeightsUnavailableError as exc:
         if opts.model is not None or opts.checkpoint is not None or opts.online or not embedded.available():
             raise
-        logger.warning("%s; tracking with the project's embedded model instead (smaller, trained on synthetic "
-                       "videos)", str(exc).splitlines()[0])
+        notice = (f"{FALLBACK_NOTICE} ({str(exc).splitlines()[0]}); tracked with the project's embedded model "
+                  "instead (smaller, trained on synthetic videos). Put the published weights in place (see "
+                  "'track3d models') for better tracks.")
+        logger.warning(notice)
+        if notices is not None:
+            notices.append(notice)
         return embedded.load(), embedded.NAME
 
 
@@ -215,7 +230,7 @@ def track(
     t0 = time.perf_counter()
     device = resolve_device(opts.device)
     if model is None:
-        model, label = _tracker_or_embedded(opts)
+        model, label = tracker_or_embedded(opts)
     else:
         label = BASELINE if isinstance(model, LucasKanadeTracker) else type(model).__name__
     baseline = isinstance(model, LucasKanadeTracker)
