@@ -80,6 +80,41 @@ def normalize_coords(xy: Tensor, width: int, height: int) -> Tensor:
     return xy * scale - 1.0
 
 
+def gather_patches(fmaps: Tensor, centers: Tensor, radius: int) -> Tensor:
+    """Bilinearly sample a patch of features around points, frame by frame, from channels-last maps.
+
+    The patch offsets are whole pixels, so every sample of a patch shares the
+    centre's fractional weights: the ``(2r+2)**2`` integer neighbours are
+    gathered as rows of the ``(h * w, C)`` map and blended once. This equals
+    ``grid_sample`` (bilinear, border padding, corners aligned) and its backward
+    is a row-wise index-add rather than a scatter per sample.
+
+    Args:
+        fmaps: ``(F, h, w, C)`` feature maps, one per frame.
+        centers: ``(F, N, 2)`` patch centres in feature-map pixels ``(x, y)``.
+        radius: patch radius ``r``; patches hold ``K = (2r+1)**2`` samples.
+
+    Returns:
+        ``(F, N, K, C)`` in :func:`patch_offsets` order. Outside the map the border value is repeated.
+    """
+    n_frames, h, w, C = fmaps.shape
+    N, size = centers.shape[1], 2 * radius + 2
+    centers = centers.float()
+    base = centers.floor()
+    frac = (centers - base).to(fmaps.dtype)  # F N 2
+    base = base.long() - radius
+    d = torch.arange(size, device=centers.device)
+    ix = (base[..., 0, None] + d).clamp(0, w - 1)  # F N size
+    iy = (base[..., 1, None] + d).clamp(0, h - 1)
+    rows = ix[..., :, None] + iy[..., None, :] * w  # F N size(x) size(y)
+    rows = rows + torch.arange(n_frames, device=centers.device).view(-1, 1, 1, 1) * (h * w)
+    p = fmaps.reshape(n_frames * h * w, C).index_select(0, rows.reshape(-1)).view(n_frames, N, size, size, C)
+    fx, fy = frac[..., 0, None, None, None], frac[..., 1, None, None, None]
+    p = torch.lerp(p[:, :, :-1], p[:, :, 1:], fx)  # blend along x
+    p = torch.lerp(p[:, :, :, :-1], p[:, :, :, 1:], fy)  # then along y
+    return p.reshape(n_frames, N, (size - 1) ** 2, C)
+
+
 def sample_patches(fmaps: Tensor, centers: Tensor, radius: int) -> Tensor:
     """Bilinearly sample a patch of features around points, frame by frame.
 
@@ -91,10 +126,7 @@ def sample_patches(fmaps: Tensor, centers: Tensor, radius: int) -> Tensor:
     Returns:
         ``(F, C, N, K)``. Outside the map the border value is repeated.
     """
-    n_frames, _, h, w = fmaps.shape
-    grid = centers[:, :, None, :] + patch_offsets(radius, centers.device, centers.dtype)
-    grid = normalize_coords(grid, w, h)
-    return F.grid_sample(fmaps, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return gather_patches(fmaps.permute(0, 2, 3, 1), centers, radius).permute(0, 3, 1, 2)
 
 
 def sample_at_frames(fmaps: Tensor, frames: Tensor, centers: Tensor, radius: int) -> Tensor:
@@ -433,7 +465,7 @@ class CoTracker3(nn.Module):
         """Embedded 4D correlations between query patches and patches at ``coords``.
 
         Args:
-            pyramid: per level ``(B, S, C, h, w)``.
+            pyramid: per level ``(B, S, h, w, C)`` (channels last).
             coords: ``(B, S, N, 2)`` current estimates, level-0 feature pixels.
             support: per level ``(B, N, K, C)`` query patch features.
 
@@ -446,10 +478,10 @@ class CoTracker3(nn.Module):
             n1 = min(N, n0 + self.corr_chunk_points)
             levels = []
             for level, fmap in enumerate(pyramid):
-                C, h, w = fmap.shape[2:]
+                h, w, C = fmap.shape[2:]
                 centers = coords[:, :, n0:n1].reshape(B * S, n1 - n0, 2) / 2**level
-                patches = sample_patches(fmap.reshape(B * S, C, h, w), centers, self.corr_radius)
-                patches = patches.view(B, S, C, n1 - n0, -1).permute(0, 3, 1, 4, 2)  # B n S K C
+                patches = gather_patches(fmap.reshape(B * S, h, w, C), centers, self.corr_radius)
+                patches = patches.view(B, S, n1 - n0, -1, C).transpose(1, 2)  # B n S K C
                 corr = patches.flatten(2, 3) @ support[level][:, n0:n1].transpose(-1, -2)  # B n (S K) K
                 corr = corr.view(B, n1 - n0, S, -1)
                 levels.append(self.corr_mlp(corr))
@@ -481,10 +513,11 @@ class CoTracker3(nn.Module):
         res_h, res_w = self.model_resolution
         scale = coords.new_tensor([res_w / self.stride, res_h / self.stride]).repeat(2)
         time_emb = self.time_embedding(S).to(coords.dtype)
+        channels_last = [p.permute(0, 1, 3, 4, 2).contiguous() for p in pyramid]
         outputs = []
         for it in range(iters):
             coords = coords.detach()
-            corr = self.correlation_embedding(pyramid, coords, support)
+            corr = self.correlation_embedding(channels_last, coords, support)
             fwd = F.pad(coords[:, :-1] - coords[:, 1:], (0, 0, 0, 0, 0, 1))
             bwd = F.pad(coords[:, 1:] - coords[:, :-1], (0, 0, 0, 0, 1, 0))
             motion = fourier_encode(torch.cat([fwd, bwd], dim=-1) / scale, self.num_freqs)

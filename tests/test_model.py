@@ -25,6 +25,7 @@ from cotracker3.model import (
     OnlineState,
     UpdateTransformer,
     fourier_encode,
+    gather_patches,
     normalize_coords,
     patch_offsets,
     sample_at_frames,
@@ -191,6 +192,26 @@ def test_sample_patches_y_ramp_returns_y():
 
 def test_sample_patches_zero_points():
     assert sample_patches(torch.zeros(2, 4, 6, 6), torch.zeros(2, 0, 2), radius=1).shape == (2, 4, 0, 9)
+
+
+def test_gather_patches_equals_grid_sample_and_its_gradient():
+    # gather_patches blends whole-pixel neighbours; torch's grid_sample (bilinear,
+    # border padding, aligned corners) is the independent implementation it must equal,
+    # in value and in the gradient with respect to the feature maps, also off the map.
+    g = torch.Generator().manual_seed(3)
+    n_frames, C, h, w, r = 3, 4, 7, 9, 2
+    fmaps = torch.randn(n_frames, C, h, w, generator=g, requires_grad=True)
+    centers = torch.rand(n_frames, 6, 2, generator=g) * torch.tensor([w + 5.0, h + 5.0]) - 2.5
+    centers[0, 0] = torch.tensor([3.0, 4.0])  # exactly on a pixel
+    grid = normalize_coords(centers[:, :, None, :] + patch_offsets(r), w, h)
+    expected = torch.nn.functional.grid_sample(fmaps, grid, mode="bilinear", padding_mode="border",
+                                               align_corners=True)  # F C N K
+    out = gather_patches(fmaps.permute(0, 2, 3, 1), centers, r)  # F N K C
+    torch.testing.assert_close(out.permute(0, 3, 1, 2), expected, atol=1e-5, rtol=1e-5)
+    weights = torch.randn(expected.shape, generator=g)
+    (grad_expected,) = torch.autograd.grad((expected * weights).sum(), fmaps)
+    (grad,) = torch.autograd.grad((out.permute(0, 3, 1, 2) * weights).sum(), fmaps)
+    torch.testing.assert_close(grad, grad_expected, atol=1e-5, rtol=1e-5)
 
 
 # --------------------------------------------------------------------------- sample_at_frames
