@@ -85,7 +85,8 @@ def export(run_dir: str | Path, dest: str | Path | None = None, *, metrics: dict
         dest: folder to write into (default: :func:`weights_dir`).
         metrics: evaluation figures to record (e.g. AJ / delta_avg / OA per tier).
         command: the command line(s) that trained it.
-        wall_time_s: training wall time to record.
+        wall_time_s: training wall time to record (default: what the run's
+            checkpoint recorded, plus that of the run it was initialised from).
 
     Returns:
         The folder.
@@ -99,6 +100,9 @@ def export(run_dir: str | Path, dest: str | Path | None = None, *, metrics: dict
 
     ckpt = _load_checkpoint(Path(run_dir) / CHECKPOINT)
     config = ckpt["config"]
+    parent = _parent_run(config.get("init"))
+    if wall_time_s is None and ckpt.get("wall_s") is not None:
+        wall_time_s = float(ckpt["wall_s"]) + float((parent or {}).get("wall_time_s") or 0.0)
     dest = Path(dest) if dest is not None else weights_dir()
     dest.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in ckpt["model"].items()}
@@ -117,8 +121,9 @@ def export(run_dir: str | Path, dest: str | Path | None = None, *, metrics: dict
         "bytes": size,
         "steps": int(ckpt["step"]),
         "training": {k: v for k, v in config.items() if k != "model"},
-        "data": {"training_stream_seed": config.get("seed"),
+        "data": {"training_stream_seed": config.get("seed"), "real_videos": ckpt.get("videos"),
                  "evaluation": "the held-out synthetic set (cotracker3.synthetic.EVAL_TIERS, eval_seed)"},
+        "initialised_from": parent,
         "metrics": metrics or {},
         "command": command,
         "wall_time_s": wall_time_s,
@@ -127,3 +132,15 @@ def export(run_dir: str | Path, dest: str | Path | None = None, *, metrics: dict
     }
     (dest / PROVENANCE_FILE).write_text(json.dumps(record, indent=1))
     return dest
+
+
+def _parent_run(init: str | None) -> dict | None:
+    """The record of the run whose weights ``init`` are (its folder's checkpoint), if there is one."""
+    from cotracker3.training import CHECKPOINT, _load_checkpoint
+
+    if not init or not (Path(init).parent / CHECKPOINT).is_file():
+        return None
+    ckpt = _load_checkpoint(Path(init).parent / CHECKPOINT)
+    return {"run": Path(init).parent.name, "steps": int(ckpt["step"]),
+            "training": {k: v for k, v in ckpt["config"].items() if k != "model"},
+            "wall_time_s": ckpt.get("wall_s")}

@@ -399,6 +399,8 @@ class PseudoLabelConfig:
         log_every, checkpoint_every: steps between log lines and checkpoints.
         eval_every: steps between evaluations on the held-out synthetic set (0: never).
         eval_videos_per_tier: scenes per tier in those evaluations.
+        bf16: run the student's forward pass under bfloat16 autocast (the losses
+            are computed in float32), as :class:`cotracker3.training.TrainConfig`.
     """
 
     steps: int = 1000
@@ -420,6 +422,7 @@ class PseudoLabelConfig:
     checkpoint_every: int = 50
     eval_every: int = 0
     eval_videos_per_tier: int = 2
+    bf16: bool = False
 
     def check(self, *, need_init: bool = True) -> None:
         if self.steps < 1 or self.iters < 1 or self.num_points < 1 or self.teacher_iters < 1:
@@ -598,9 +601,10 @@ def finetune(config: PseudoLabelConfig, videos_folder: str | Path, out_dir: str 
     size = _resolution(config)
     counts = [n for _, n in videos]
 
-    def checkpoint(done: int) -> None:
+    def checkpoint(done: int, wall_s: float) -> None:
         payload = {"model": student.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                   "step": done, "config": dataclasses.asdict(config)}
+                   "step": done, "config": dataclasses.asdict(config), "wall_s": wall_s,
+                   "videos": [f"{p.name} ({n} frames)" for p, n in videos]}
         if teacher_model is not None:
             payload["teacher"] = teacher_model.state_dict()
         _save(ckpt_path, payload)
@@ -630,7 +634,9 @@ def finetune(config: PseudoLabelConfig, videos_folder: str | Path, out_dir: str 
             tracks = np.broadcast_to(queries[None, :, 1:], (L, N, 2)).copy()
             visible = np.zeros((L, N), bool)
         video_t = torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2).float()[None]
-        outputs = student.forward_train(video_t, torch.from_numpy(queries)[None], config.iters)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            outputs = student.forward_train(video_t, torch.from_numpy(queries)[None], config.iters)
+        outputs = [type(o)(*(x.float() for x in o)) for o in outputs]
         losses = cotracker_losses(outputs, torch.from_numpy(tracks)[None], torch.from_numpy(visible)[None],
                                   torch.full((1, L, N), ok), train_on_occluded=spec != BASELINE)
         objective = losses.visible + losses.occluded
@@ -649,5 +655,6 @@ def finetune(config: PseudoLabelConfig, videos_folder: str | Path, out_dir: str 
                 "seconds": round(time.perf_counter() - t0, 3)}
 
     run_steps(out, start, config, run_step, checkpoint,
-              lambda: evaluate_model(student, config.eval_videos_per_tier), progress)
+              lambda: evaluate_model(student, config.eval_videos_per_tier), progress,
+              wall_before=float(ckpt.get("wall_s", 0.0)) if ckpt is not None else 0.0)
     return out

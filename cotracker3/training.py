@@ -261,9 +261,9 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = True,
     model.train()
     scene, scene_index = None, -1
 
-    def checkpoint(done: int) -> None:
-        _save(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                          "scheduler": sched.state_dict(), "step": done, "config": dataclasses.asdict(config)})
+    def checkpoint(done: int, wall_s: float) -> None:
+        _save(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                          "step": done, "config": dataclasses.asdict(config), "wall_s": wall_s})
         _save(out / WEIGHTS, model.state_dict())
 
     def run_step(step: int) -> dict | None:
@@ -288,13 +288,13 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = True,
                 "seconds": round(time.perf_counter() - t0, 3)}
 
     run_steps(out, start, config, run_step, checkpoint, lambda: evaluate_model(model, config.eval_videos_per_tier),
-              progress)
+              progress, wall_before=float(ckpt.get("wall_s", 0.0)) if start else 0.0)
     return out
 
 
 def run_steps(out: Path, start: int, config, run_step: Callable[[int], dict | None],
-              checkpoint: Callable[[int], None], evaluate: Callable[[], dict],
-              progress: Callable[[int, int, dict], None] | None) -> None:
+              checkpoint: Callable[[int, float], None], evaluate: Callable[[], dict],
+              progress: Callable[[int, int, dict], None] | None, wall_before: float = 0.0) -> None:
     """The loop every training stage shares: steps ``start .. config.steps - 1``.
 
     ``run_step(step)`` does one optimiser step and returns its log record (with
@@ -302,9 +302,16 @@ def run_steps(out: Path, start: int, config, run_step: Callable[[int], dict | No
     ``out/log.jsonl`` every ``config.log_every`` steps (and at the first),
     checkpoints every ``config.checkpoint_every`` steps and at the end,
     evaluations every ``config.eval_every`` steps. Ctrl-C saves a checkpoint
-    of every finished step before propagating.
+    of every finished step before propagating. ``checkpoint(done, wall_s)``
+    receives the run's wall time so far: ``wall_before`` (the earlier sessions
+    of a resumed run) plus this one's.
     """
     done = start
+    t0 = time.perf_counter()
+
+    def wall() -> float:
+        return round(wall_before + time.perf_counter() - t0, 1)
+
     with open(out / LOG, "a") as log:
         try:
             for step in range(start, config.steps):
@@ -319,11 +326,11 @@ def run_steps(out: Path, start: int, config, run_step: Callable[[int], dict | No
                     if progress:
                         progress(step + 1, config.steps, items)
                 if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
-                    checkpoint(step + 1)
+                    checkpoint(step + 1, wall())
                 if config.eval_every and (step + 1) % config.eval_every == 0:
                     log.write(json.dumps({"step": step + 1, "eval": evaluate()}) + "\n")
                     log.flush()
         except KeyboardInterrupt:
-            checkpoint(done)  # every finished step is kept: resuming goes on from here
+            checkpoint(done, wall())  # every finished step is kept: resuming goes on from here
             logger.warning("interrupted: checkpoint saved at step %d of %d", done, config.steps)
             raise

@@ -307,3 +307,24 @@ def test_bad_inputs_are_clear_errors(videos, init, tmp_path):
         finetune(_config(init), empty, tmp_path / "r5")
     with pytest.raises(DatasetError, match="frames of a clip"):
         finetune(_config(init, clip_len=30, min_clip_len=20), videos, tmp_path / "r6")
+
+
+def test_export_of_a_fine_tuned_run_records_both_stages(videos, tmp_path):
+    # Supervised run -> pseudo-label fine-tune from its model.pt (bfloat16 autocast) -> embedded export:
+    # the record names the parent run, both stages' steps, the real videos, and the summed wall time.
+    from cotracker3 import embedded
+    from cotracker3.training import TrainConfig, train
+
+    parent = train(TrainConfig(steps=2, iters=2, num_points=16, min_frames=4, max_frames=8, scene_reuse=2,
+                               scene=dict(num_frames=8, height=64, width=64, num_points=48, supersample=1),
+                               model=dict(TINY), seed=1), tmp_path / "supervised")
+    run = finetune(_config(parent / "model.pt", steps=3, bf16=True), videos, tmp_path / "real")
+    lines = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 and all(np.isfinite(x["loss"]) for x in lines)
+    record = json.loads((embedded.export(run, tmp_path / "shipped") / embedded.PROVENANCE_FILE).read_text())
+    assert record["steps"] == 3 and record["training"]["bf16"] is True
+    assert record["initialised_from"]["run"] == "supervised" and record["initialised_from"]["steps"] == 2
+    assert record["data"]["real_videos"] == ["a.mp4 (20 frames)", "b.mp4 (20 frames)"]
+    own = torch.load(run / "checkpoint.pt", weights_only=True)["wall_s"]
+    assert own > 0 and record["initialised_from"]["wall_time_s"] > 0
+    assert record["wall_time_s"] == pytest.approx(own + record["initialised_from"]["wall_time_s"])

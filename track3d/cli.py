@@ -199,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="replace the 'self' teacher by the current student every N steps (self-training; 0: never)")
     pl.add_argument("--seed", type=int, default=0, help="seed of everything random (default: 0)")
     pl.add_argument("--fresh", action="store_true", help="do not resume: start over in OUT")
+    pl.add_argument("--bf16", action="store_true", help="bfloat16 autocast in the student's forward pass")
+    pl.add_argument("--eval-every", type=int, default=0,
+                    help="evaluate on the synthetic set every N steps (0: never)")
+    pl.add_argument("--export-embedded", metavar="DIR", nargs="?", const="",
+                    help="when fine-tuning ends, evaluate on the synthetic set and write the student as the "
+                    "embedded model, with the provenance of both stages, into DIR (default: inside the package)")
     pl.set_defaults(func=cmd_pseudo_label, interrupted="a checkpoint was saved: run the same command again to resume")
 
     m = sub.add_parser("models", help="list the registered CoTracker3 weights and whether they are cached",
@@ -352,7 +358,6 @@ def cmd_train(args: argparse.Namespace) -> int:
                          online=args.online)
     _checkpoint_on_sigterm()
     progress = _Progress(not args.quiet)
-    t0 = time.perf_counter()
     try:
         train(config, args.out, resume=not args.fresh,
               progress=lambda step, steps, items: progress("train", step, steps))
@@ -360,17 +365,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress.close()
     print(f"wrote {args.out}/model.pt (log: {args.out}/log.jsonl)")
     if args.export_embedded is not None:
-        import shlex
-
-        from cotracker3 import embedded
-        from cotracker3.training import evaluate_model, load_run_model
-
-        metrics = evaluate_model(load_run_model(args.out), videos_per_tier=5)
-        dest = embedded.export(args.out, args.export_embedded or None, metrics=metrics,
-                               command=shlex.join(["track3d", *sys.argv[1:]]),
-                               wall_time_s=round(time.perf_counter() - t0, 1))
-        print(f"wrote the embedded model to {dest} (mean AJ {metrics.get('mean', {}).get('average_jaccard')})")
+        _export_embedded(args.out, args.export_embedded or None)
     return EXIT_OK
+
+
+def _export_embedded(run_dir: str, dest: str | None) -> None:
+    """Evaluate a finished run on the synthetic set (5 scenes per tier) and write it as the embedded model."""
+    import shlex
+
+    from cotracker3 import embedded
+    from cotracker3.training import evaluate_model, load_run_model
+
+    print("evaluating on the synthetic set for the provenance record ...", file=sys.stderr)
+    metrics = evaluate_model(load_run_model(run_dir), videos_per_tier=5)
+    dest = embedded.export(run_dir, dest, metrics=metrics, command=shlex.join(["track3d", *sys.argv[1:]]))
+    print(f"wrote the embedded model to {dest} (mean AJ {metrics.get('mean', {}).get('average_jaccard')})")
 
 
 def cmd_pseudo_label(args: argparse.Namespace) -> int:
@@ -380,7 +389,7 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
     config = PseudoLabelConfig(steps=args.steps, lr=args.lr, num_points=args.points, clip_len=args.clip_len,
                                min_clip_len=min(args.clip_len, max(2, args.clip_len // 2)),
                                teachers=args.teacher or ["self", "baseline"], self_refresh=args.self_refresh,
-                               init=args.init, seed=args.seed)
+                               init=args.init, seed=args.seed, bf16=args.bf16, eval_every=args.eval_every)
     _checkpoint_on_sigterm()
     progress = _Progress(not args.quiet)
     try:
@@ -389,6 +398,8 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     print(f"wrote {args.out}/model.pt (log: {args.out}/log.jsonl)")
+    if args.export_embedded is not None:
+        _export_embedded(args.out, args.export_embedded or None)
     return EXIT_OK
 
 
