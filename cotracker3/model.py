@@ -214,6 +214,9 @@ class BasicEncoder(nn.Module):
         self.conv2 = nn.Conv2d(half + three_q + 2 * output_dim, output_dim * 2, kernel_size=3, padding=1)
         self.norm2 = nn.InstanceNorm2d(output_dim * 2)
         self.conv3 = nn.Conv2d(output_dim * 2, output_dim, kernel_size=1)
+        for m in self.modules():  # the reference's initialisation (He, fan-out)
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: Tensor) -> Tensor:
         size = (x.shape[-2] // self.stride, x.shape[-1] // self.stride)
@@ -315,6 +318,15 @@ class UpdateTransformer(nn.Module):
         self.space_virtual2point_blocks = nn.ModuleList(
             CrossAttnBlock(hidden_size, hidden_size, num_heads, mlp_ratio) for _ in range(space_depth)
         )
+        # The reference's initialisation: Xavier-uniform linear layers with zero biases,
+        # and near-zero heads so that the first updates are small.
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        nn.init.trunc_normal_(self.flow_head.weight, std=0.001)
+        nn.init.trunc_normal_(self.vis_conf_head.weight, std=0.001)
 
     def forward(self, x: Tensor) -> Tensor:
         """Shape: ``(B, N, T, input_dim)`` -> ``(B, N, T, 4)``."""
