@@ -16,6 +16,7 @@ Both return a :class:`TrackingResult`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -38,6 +39,21 @@ SUPPORT_GRID_SIZE = 6
 """Side of the grid of extra points tracked alongside user queries (then dropped)."""
 DENSE_GRID_SIZE = 80
 """Dense tracking samples every ``W // 80``-th pixel in each batch of queries."""
+PRECISIONS = (torch.float32, torch.bfloat16, torch.float16)
+"""Arithmetic precisions of the predictors: float32 (exact), bfloat16 (CPU and GPU), float16 (GPU)."""
+
+
+def _as_float32(out):
+    """A model output (tensor, tuple, named tuple or state dataclass) with its float tensors in float32."""
+    if isinstance(out, Tensor):
+        return out.float() if out.is_floating_point() else out
+    if isinstance(out, tuple) and hasattr(out, "_fields"):
+        return type(out)(*(_as_float32(x) for x in out))
+    if isinstance(out, (tuple, list)):
+        return type(out)(_as_float32(x) for x in out)
+    if dataclasses.is_dataclass(out):
+        return dataclasses.replace(out, **{f.name: _as_float32(getattr(out, f.name)) for f in dataclasses.fields(out)})
+    return out
 
 
 @dataclass
@@ -210,7 +226,10 @@ def resize_frames(video: Tensor, size: tuple[int, int]) -> Tensor:
 class _PredictorBase:
     """What both predictors share: the model, its resolution, iterations, threshold."""
 
-    def __init__(self, model: CoTracker3, kind: type, iters: int, visibility_threshold: float):
+    def __init__(self, model: CoTracker3, kind: type, iters: int, visibility_threshold: float,
+                 dtype: torch.dtype = torch.float32):
+        if dtype not in PRECISIONS:
+            raise ValueError(f"dtype must be one of {', '.join(map(str, PRECISIONS))}, got {dtype}")
         if not isinstance(model, kind):
             other = "OnlinePredictor" if kind is CoTracker3Offline else "Predictor"
             raise TypeError(f"{type(self).__name__} needs a {kind.__name__} model, got "
@@ -221,11 +240,22 @@ class _PredictorBase:
         self.iters = iters
         self.visibility_threshold = visibility_threshold
         self.interp_shape = tuple(model.model_resolution)
+        self.dtype = dtype
 
     @property
     def device(self) -> torch.device:
         """The device of the model's parameters (inputs are moved there)."""
         return next(self.model.parameters()).device
+
+    def _run(self, fn, *args, **kwargs):
+        """Call the model under the predictor's precision; outputs come back in float32."""
+        if self.dtype == torch.float32:
+            return fn(*args, **kwargs)
+        if self.dtype == torch.float16 and self.device.type != "cuda":
+            raise ValueError("float16 runs on a GPU only; use dtype=torch.bfloat16 on a CPU")
+        with torch.autocast(self.device.type, dtype=self.dtype):
+            out = fn(*args, **kwargs)
+        return _as_float32(out)
 
 
 def _scale(src: tuple[int, int], dst: tuple[int, int], ref: Tensor) -> Tensor:
@@ -246,6 +276,10 @@ class Predictor(_PredictorBase):
         iters: refinement iterations (6, as the published predictor).
         visibility_threshold: visibility probability above which a point is visible.
         support_grid_size: side of the extra grid tracked with user queries.
+        dtype: arithmetic precision: ``torch.float32`` (default), ``torch.bfloat16``
+            (mixed precision on CPU or GPU: about twice as fast on CPUs with bfloat16
+            instructions, tracks within a fraction of a pixel), or ``torch.float16`` (GPU).
+            Outputs are float32 in every case.
 
     Example:
         >>> pred = Predictor(model)
@@ -259,8 +293,9 @@ class Predictor(_PredictorBase):
         iters: int = 6,
         visibility_threshold: float = OFFLINE_VISIBILITY_THRESHOLD,
         support_grid_size: int = SUPPORT_GRID_SIZE,
+        dtype: torch.dtype = torch.float32,
     ):
-        super().__init__(model, CoTracker3Offline, iters, visibility_threshold)
+        super().__init__(model, CoTracker3Offline, iters, visibility_threshold, dtype)
         self.support_grid_size = support_grid_size
 
     @torch.no_grad()
@@ -359,7 +394,7 @@ class Predictor(_PredictorBase):
             grid = torch.cat([torch.zeros_like(grid[..., :1]), grid], dim=-1).expand(B, -1, -1)
             q = torch.cat([q, grid], dim=1)
 
-        out = self.model(frames, q, iters=self.iters)
+        out = self._run(self.model, frames, q, iters=self.iters)
         tracks, vis, conf = out.coords, out.vis, out.conf
         if backward:
             tracks, vis, conf = self._merge_backward(frames, q, tracks, vis, conf)
@@ -384,7 +419,7 @@ class Predictor(_PredictorBase):
         T = frames.shape[1]
         rq = q.clone()
         rq[..., 0] = T - 1 - rq[..., 0]
-        rev = self.model(frames.flip(1), rq, iters=self.iters)
+        rev = self._run(self.model, frames.flip(1), rq, iters=self.iters)
         before = torch.arange(T, device=frames.device)[None, :, None] < q[:, None, :, 0]
         tracks = torch.where(before[..., None], rev.coords.flip(1), tracks)
         vis = torch.where(before, rev.vis.flip(1), vis)
@@ -418,6 +453,7 @@ class OnlinePredictor(_PredictorBase):
         visibility_threshold: threshold on visibility x confidence.
         keep_history: keep and return tracks for every frame seen (default) or
             only for the frames finalised by the latest call.
+        dtype: arithmetic precision, as :class:`Predictor`'s.
     """
 
     def __init__(
@@ -426,8 +462,9 @@ class OnlinePredictor(_PredictorBase):
         iters: int = 6,
         visibility_threshold: float = ONLINE_VISIBILITY_THRESHOLD,
         keep_history: bool = True,
+        dtype: torch.dtype = torch.float32,
     ):
-        super().__init__(model, CoTracker3Online, iters, visibility_threshold)
+        super().__init__(model, CoTracker3Online, iters, visibility_threshold, dtype)
         self.keep_history = keep_history
         self.step = model.step
         self.window_len = model.window_len
@@ -622,7 +659,7 @@ class OnlinePredictor(_PredictorBase):
     def _process(self, window: Tensor, last: bool) -> None:
         """Run one model window on resized frames starting at ``state.start``."""
         start = self._state.start
-        out, self._state = self.model.forward_window(window, self._state, iters=self.iters)
+        out, self._state = self._run(self.model.forward_window, window, self._state, iters=self.iters)
         res = self._postprocess(out, start)
         L = window.shape[1]
         # This window supersedes the previous window's pending (shared) frames.

@@ -541,3 +541,33 @@ def test_queries_on_the_frame_edges_are_accepted():
     edges = [[0, -0.5, -0.5], [1, W_ERR - 0.5, H_ERR - 0.5]]
     q = check_queries(edges, 1, T_ERR, W_ERR, H_ERR, "cpu")
     np.testing.assert_array_equal(q[0].numpy(), np.array(edges, np.float32))
+
+
+# --------------------------------------------------------------------------- precision
+
+
+def test_bfloat16_predictors_stay_near_float32(pred, online_model):
+    # Mixed precision changes the arithmetic, not the algorithm: float32 outputs, tracks that differ
+    # from the float32 run (so bfloat16 was used) by a small fraction of a pixel on this 40x32 video.
+    video = random_video(8, seed=3)
+    exact = pred(video, grid_size=3)
+    fast = Predictor(pred.model, iters=pred.iters, dtype=torch.bfloat16)(video, grid_size=3)
+    assert fast.tracks.dtype == torch.float32 and fast.confidence.dtype == torch.float32
+    dev = (fast.tracks - exact.tracks).norm(dim=-1)
+    assert 0 < dev.max() < 0.5 and dev.median() < 0.1
+    online = OnlinePredictor(online_model, dtype=torch.bfloat16)
+    online.start(grid_size=3, frame_size=(40, 32))
+    online.push(video)
+    out = online.finish()
+    ref = OnlinePredictor(online_model)
+    ref.start(grid_size=3, frame_size=(40, 32))
+    ref.push(video)
+    dev = (out.tracks - ref.finish().tracks).norm(dim=-1)
+    assert 0 < dev.max() < 0.5 and out.tracks.dtype == torch.float32
+
+
+def test_precision_errors(pred):
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        Predictor(pred.model, dtype=torch.float64)
+    with pytest.raises(ValueError, match="GPU only"):
+        Predictor(pred.model, dtype=torch.float16)(random_video(4), grid_size=2)
