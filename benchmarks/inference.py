@@ -1,0 +1,219 @@
+"""Offline predictor speed and memory, ours beside the reference implementation.
+
+    python benchmarks/inference.py ../shared/videos/apple.mp4
+    python benchmarks/inference.py VIDEO --cases 24x20 50x50 100x30 --dtypes float32 bfloat16 \\
+        --reference PATH/TO/co-tracker
+
+Each case ``FRAMESxGRID`` tracks a GRID x GRID grid from frame 0 through the
+first FRAMES frames of the video (looped back and forth when it is shorter),
+with the published offline configuration (frames resized to 384x512, 6
+iterations), from the same weights: a seeded random initialisation saved to a
+temporary file, since what is timed does not depend on the weight values.
+Every run is a fresh subprocess, so its peak resident memory (``ru_maxrss``)
+is its own; frames are decoded before the clock starts.
+
+Printed per run: wall seconds, peak memory, point-frames per second, the
+arithmetic done (multiply-adds counted by ``torch.utils.flop_counter`` on our
+model, the same algorithm as the reference's) divided by the wall time, and
+that rate as a fraction of this machine's dense matmul rate in the same
+precision (4096x4096, measured first). Given ``--reference``, a checkout of
+facebookresearch/co-tracker, each case also runs the reference predictor and
+prints our speed-up, our peak memory as a fraction of its peak, and the
+maximum and median distance between the two sets of tracks; bfloat16 runs are
+compared with our float32 run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ITERS = 6
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+# --------------------------------------------------------------------------- worker (one run per process)
+
+
+def load_frames(video: str, frames: int) -> np.ndarray:
+    """The first ``frames`` frames, looping back and forth over the video if it is shorter."""
+    from track3d.video import read_video
+
+    clip, _ = read_video(video)
+    order = np.concatenate([np.arange(len(clip)), np.arange(len(clip) - 2, 0, -1)])
+    return clip[np.resize(order, frames)]
+
+
+def run_ours(video: torch.Tensor, grid: int, weights: str, dtype: torch.dtype):
+    import cotracker3
+
+    model = cotracker3.build_model("cotracker3-offline")
+    cotracker3.load_checkpoint(model, weights)
+    pred = cotracker3.Predictor(model.eval(), iters=ITERS, dtype=dtype)
+    t0 = time.perf_counter()
+    out = pred(video, grid_size=grid)
+    return time.perf_counter() - t0, out.tracks[0].numpy(), out.visibility[0].numpy()
+
+
+def run_reference(video: torch.Tensor, grid: int, weights: str, reference: str):
+    sys.path.insert(0, reference)
+    from cotracker.predictor import CoTrackerPredictor
+
+    pred = CoTrackerPredictor(checkpoint=weights, offline=True, window_len=60)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        tracks, vis = pred(video.float(), grid_size=grid)
+    return time.perf_counter() - t0, tracks[0].numpy(), vis[0].numpy()
+
+
+def worker(args) -> None:
+    frames = load_frames(args.video, args.frames)
+    video = torch.from_numpy(frames).permute(0, 3, 1, 2)[None]
+    if args.worker == "reference":
+        wall, tracks, vis = run_reference(video, args.grid, args.weights, args.reference)
+    else:
+        wall, tracks, vis = run_ours(video, args.grid, args.weights, DTYPES[args.dtype])
+    np.savez(args.save, tracks=tracks, visibility=vis)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"wall_s": wall, "peak_mb": peak, "frame_size": list(frames.shape[1:3])}))
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def matmul_rate(dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
+    """Dense ``n x n`` matmul rate of this machine in GFLOP/s (best of ``repeats``)."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def model_flops(frames: int, points: int) -> float:
+    """Floating-point operations of one offline predictor call (2 per multiply-add).
+
+    Counted on small inputs at the published resolution and extrapolated: an
+    encoder cost per frame plus a refinement cost per point, frame and
+    iteration (attention across time, quadratic in frames, is under 2% here).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import cotracker3
+
+    model = cotracker3.build_model("cotracker3-offline").eval()
+    H, W = model.model_resolution
+
+    def count(t: int, n: int, iters: int) -> int:
+        video = torch.zeros(1, t, 3, H, W)
+        queries = torch.zeros(1, n, 3)
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(video, queries, iters)
+        return counter.get_total_flops()
+
+    base = count(2, 8, 1)
+    per_point_frame_iter = (count(2, 8, 2) - base) / 16
+    per_frame = (base - 16 * per_point_frame_iter) / 2
+    return frames * per_frame + frames * points * ITERS * per_point_frame_iter
+
+
+def spawn(kind: str, args, case: tuple[int, int], dtype: str, weights: str, save: str) -> dict:
+    frames, grid = case
+    cmd = [sys.executable, __file__, args.video, "--worker", kind, "--frames", str(frames), "--grid", str(grid),
+           "--dtype", dtype, "--weights", weights, "--save", save]
+    if args.reference:
+        cmd += ["--reference", args.reference]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode:
+        raise SystemExit(f"{kind} run failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def deviation(a: str, b: str) -> tuple[float, float]:
+    """Maximum and median distance in pixels between two runs' tracks."""
+    d = np.linalg.norm(np.load(a)["tracks"] - np.load(b)["tracks"], axis=-1)
+    return float(d.max()), float(np.median(d))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("video")
+    p.add_argument("--cases", nargs="+", default=["24x20", "50x50", "100x30"],
+                   help="FRAMESxGRID cases (default: 24x20 50x50 100x30)")
+    p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=list(DTYPES))
+    p.add_argument("--reference", default=None, help="a checkout of facebookresearch/co-tracker to run beside ours")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    # worker mode (internal)
+    p.add_argument("--worker", choices=["ours", "reference"], help=argparse.SUPPRESS)
+    p.add_argument("--frames", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--grid", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
+    p.add_argument("--weights", help=argparse.SUPPRESS)
+    p.add_argument("--save", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    if args.worker:
+        return worker(args)
+
+    import cotracker3
+
+    cases = [tuple(int(v) for v in c.lower().split("x")) for c in args.cases]
+    rates = {d: matmul_rate(DTYPES[d]) for d in args.dtypes}
+    print(f"{torch.get_num_threads()} threads; dense matmul: "
+          + ", ".join(f"{d} {r:.0f} GFLOP/s" for d, r in rates.items()))
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(0)
+        weights = f"{tmp}/weights.pth"
+        torch.save(cotracker3.build_model("cotracker3-offline").state_dict(), weights)
+        head = (f"{'case':>10} {'run':>18} {'wall s':>8} {'peak MB':>8} {'pt-fr/s':>8} {'GFLOP/s':>8} "
+                f"{'% matmul':>8} {'speed-up':>8} {'mem frac':>8} {'max dev':>8} {'med dev':>8}")
+        print(head)
+        arithmetic = {case: model_flops(case[0], case[1] ** 2) for case in cases}
+        for frames, grid in cases:
+            flops = arithmetic[frames, grid]
+            label = f"{frames}x{grid}^2"
+            ref = None
+            if args.reference:
+                ref = spawn("reference", args, (frames, grid), "float32", weights, f"{tmp}/ref.npz")
+                print(f"{label:>10} {'reference float32':>18} {ref['wall_s']:8.1f} {ref['peak_mb']:8.0f} "
+                      f"{frames * grid * grid / ref['wall_s']:8.0f} {flops / ref['wall_s'] / 1e9:8.1f} "
+                      f"{100 * flops / ref['wall_s'] / 1e9 / rates['float32']:8.1f}", flush=True)
+            for dtype in args.dtypes:
+                out = spawn("ours", args, (frames, grid), dtype, weights, f"{tmp}/{dtype}.npz")
+                gflops = flops / out["wall_s"] / 1e9
+                row = (f"{label:>10} {'ours ' + dtype:>18} {out['wall_s']:8.1f} {out['peak_mb']:8.0f} "
+                       f"{frames * grid * grid / out['wall_s']:8.0f} {gflops:8.1f} {100 * gflops / rates[dtype]:8.1f}")
+                against = f"{tmp}/ref.npz" if ref and dtype == "float32" else (
+                    f"{tmp}/float32.npz" if dtype != "float32" and "float32" in args.dtypes else None)
+                if ref:
+                    row += f" {ref['wall_s'] / out['wall_s']:8.2f} {out['peak_mb'] / ref['peak_mb']:8.2f}"
+                else:
+                    row += f" {'-':>8} {'-':>8}"
+                if against:
+                    row += " {:8.4f} {:8.4f}".format(*deviation(f"{tmp}/{dtype}.npz", against))
+                print(row, flush=True)
+        print("arithmetic per case (counted on our model): "
+              + ", ".join(f"{f}x{g}^2 {v / 1e12:.1f} TFLOP" for (f, g), v in arithmetic.items()))
+
+
+if __name__ == "__main__":
+    main()
