@@ -21,6 +21,7 @@ logits inside the model and probabilities at its outputs.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -367,6 +368,20 @@ class ModelOutput(NamedTuple):
     coords: Tensor
     vis: Tensor
     conf: Tensor
+
+
+def as_float32(out):
+    """Model outputs (a tensor, or tuples, named tuples, lists and dataclasses of them, as
+    mixed precision returns them) with every floating-point tensor in float32."""
+    if isinstance(out, Tensor):
+        return out.float() if out.is_floating_point() else out
+    if isinstance(out, tuple) and hasattr(out, "_fields"):
+        return type(out)(*(as_float32(x) for x in out))
+    if isinstance(out, (tuple, list)):
+        return type(out)(as_float32(x) for x in out)
+    if dataclasses.is_dataclass(out) and not isinstance(out, type):
+        return dataclasses.replace(out, **{f.name: as_float32(getattr(out, f.name)) for f in dataclasses.fields(out)})
+    return out
 
 
 class CoTracker3(nn.Module):

@@ -16,7 +16,6 @@ Both return a :class:`TrackingResult`.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cotracker3.errors import InputError, QueryError
-from cotracker3.model import CoTracker3, CoTracker3Offline, CoTracker3Online, ModelOutput, OnlineState
+from cotracker3.model import CoTracker3, CoTracker3Offline, CoTracker3Online, ModelOutput, OnlineState, as_float32
 
 logger = logging.getLogger(__name__)
 
@@ -41,20 +40,6 @@ DENSE_GRID_SIZE = 80
 """Dense tracking samples every ``W // 80``-th pixel in each batch of queries."""
 PRECISIONS = (torch.float32, torch.bfloat16, torch.float16)
 """Arithmetic precisions of the predictors: float32 (exact), bfloat16 (CPU and GPU), float16 (GPU)."""
-
-
-def _as_float32(out):
-    """A model output (tensor, tuple, named tuple or state dataclass) with its float tensors in float32."""
-    if isinstance(out, Tensor):
-        return out.float() if out.is_floating_point() else out
-    if isinstance(out, tuple) and hasattr(out, "_fields"):
-        return type(out)(*(_as_float32(x) for x in out))
-    if isinstance(out, (tuple, list)):
-        return type(out)(_as_float32(x) for x in out)
-    if dataclasses.is_dataclass(out):
-        return dataclasses.replace(out, **{f.name: _as_float32(getattr(out, f.name)) for f in dataclasses.fields(out)})
-    return out
-
 
 @dataclass
 class TrackingResult:
@@ -255,7 +240,7 @@ class _PredictorBase:
             raise ValueError("float16 runs on a GPU only; use dtype=torch.bfloat16 on a CPU")
         with torch.autocast(self.device.type, dtype=self.dtype):
             out = fn(*args, **kwargs)
-        return _as_float32(out)
+        return as_float32(out)
 
 
 def _scale(src: tuple[int, int], dst: tuple[int, int], ref: Tensor) -> Tensor:

@@ -90,7 +90,7 @@ from cotracker3.losses import cotracker_losses
 from cotracker3.model import CoTracker3Offline
 from cotracker3.predictor import OnlinePredictor, Predictor
 from cotracker3.training import (CHECKPOINT, SMALL_MODEL, WEIGHTS, TrainingError, _load_checkpoint, _save,
-                                 evaluate_model, run_steps)
+                                 evaluate_model, forward_train, run_steps)
 
 logger = logging.getLogger(__name__)
 
@@ -634,9 +634,7 @@ def finetune(config: PseudoLabelConfig, videos_folder: str | Path, out_dir: str 
             tracks = np.broadcast_to(queries[None, :, 1:], (L, N, 2)).copy()
             visible = np.zeros((L, N), bool)
         video_t = torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2).float()[None]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-            outputs = student.forward_train(video_t, torch.from_numpy(queries)[None], config.iters)
-        outputs = [type(o)(*(x.float() for x in o)) for o in outputs]
+        outputs = forward_train(student, video_t, torch.from_numpy(queries)[None], config.iters, config.bf16)
         losses = cotracker_losses(outputs, torch.from_numpy(tracks)[None], torch.from_numpy(visible)[None],
                                   torch.full((1, L, N), ok), train_on_occluded=spec != BASELINE)
         objective = losses.visible + losses.occluded

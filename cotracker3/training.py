@@ -40,7 +40,7 @@ from cotracker3 import synthetic
 from cotracker3.augment import AugmentConfig, augment_clip
 from cotracker3.errors import CheckpointError, CoTrackerError
 from cotracker3.losses import cotracker_losses
-from cotracker3.model import CoTracker3Offline, CoTracker3Online
+from cotracker3.model import CoTracker3Offline, CoTracker3Online, as_float32
 
 logger = logging.getLogger(__name__)
 
@@ -154,20 +154,26 @@ def make_sample(config: TrainConfig, step: int, scene: synthetic.SyntheticScene 
     return video, torch.from_numpy(queries)[None], torch.from_numpy(tracks)[None], torch.from_numpy(vis)[None]
 
 
-def step_losses(outputs, queries, tracks, vis, *, online: bool):
-    """The losses of one forward pass (float32): over the whole clip for the offline
-    model; for the online one, the mean over its windows, each on its own frames and
-    on the tracks whose query frame the window has reached."""
-    def as_float(outs):
-        return [type(o)(*(x.float() for x in o)) for o in outs]
+def forward_train(model, video, queries, iters: int, bf16: bool):
+    """``model.forward_train``, under bfloat16 autocast if ``bf16``, with every output
+    back in float32 (the losses are computed in float32)."""
+    with torch.autocast(video.device.type, dtype=torch.bfloat16, enabled=bf16):
+        outputs = model.forward_train(video, queries, iters)
+    return as_float32(outputs)
 
+
+def step_losses(outputs, queries, tracks, vis, *, online: bool):
+    """The losses of one forward pass (float32 outputs of :func:`forward_train`): over
+    the whole clip for the offline model; for the online one, the mean over its
+    windows, each on its own frames and on the tracks whose query frame the window
+    has reached."""
     if not online:
-        return cotracker_losses(as_float(outputs), tracks, vis)
+        return cotracker_losses(outputs, tracks, vis)
     per_window = []
     for start, outs in outputs:
         L = outs[0].coords.shape[1]
         reached = (queries[..., 0] < start + L)[:, None, :].expand(-1, L, -1)
-        per_window.append(cotracker_losses(as_float(outs), tracks[:, start:start + L], vis[:, start:start + L],
+        per_window.append(cotracker_losses(outs, tracks[:, start:start + L], vis[:, start:start + L],
                                            valid=reached))
     terms = {k: torch.stack([getattr(w, k) for w in per_window]).mean()
              for k in ("visible", "occluded", "visibility", "confidence")}
@@ -275,8 +281,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = True,
         if sample is None:
             return None
         video, queries, tracks, vis = sample
-        with torch.autocast(video.device.type, dtype=torch.bfloat16, enabled=config.bf16):
-            outputs = model.forward_train(video, queries, config.iters)
+        outputs = forward_train(model, video, queries, config.iters, config.bf16)
         losses = step_losses(outputs, queries, tracks, vis, online=config.online)
         opt.zero_grad(set_to_none=True)
         losses.total.backward()

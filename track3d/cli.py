@@ -356,11 +356,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(steps=args.steps, lr=args.lr, num_points=args.points, iters=args.iters, model=model,
                          init=args.init, eval_every=args.eval_every, seed=args.seed, bf16=args.bf16,
                          online=args.online)
+    return _run_training(args, "train", lambda progress: train(config, args.out, resume=not args.fresh,
+                                                               progress=progress))
+
+
+def _run_training(args: argparse.Namespace, label: str, run) -> int:
+    """What ``train`` and ``pseudo-label`` share: checkpoint on SIGTERM, a progress bar,
+    then optionally the embedded export. ``run(progress)`` runs the loop."""
     _checkpoint_on_sigterm()
     progress = _Progress(not args.quiet)
     try:
-        train(config, args.out, resume=not args.fresh,
-              progress=lambda step, steps, items: progress("train", step, steps))
+        run(lambda step, steps, items: progress(label, step, steps))
     finally:
         progress.close()
     print(f"wrote {args.out}/model.pt (log: {args.out}/log.jsonl)")
@@ -390,17 +396,8 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
                                min_clip_len=min(args.clip_len, max(2, args.clip_len // 2)),
                                teachers=args.teacher or ["self", "baseline"], self_refresh=args.self_refresh,
                                init=args.init, seed=args.seed, bf16=args.bf16, eval_every=args.eval_every)
-    _checkpoint_on_sigterm()
-    progress = _Progress(not args.quiet)
-    try:
-        finetune(config, args.videos, args.out, resume=not args.fresh,
-                 progress=lambda step, steps, items: progress("fine-tune", step, steps))
-    finally:
-        progress.close()
-    print(f"wrote {args.out}/model.pt (log: {args.out}/log.jsonl)")
-    if args.export_embedded is not None:
-        _export_embedded(args.out, args.export_embedded or None)
-    return EXIT_OK
+    return _run_training(args, "fine-tune", lambda progress: finetune(config, args.videos, args.out,
+                                                                      resume=not args.fresh, progress=progress))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
