@@ -132,6 +132,11 @@ class AugmentConfig:
             momentum) * fresh`` (reference ``0.8``).
         h_flip_prob, v_flip_prob: probabilities of flipping the whole clip
             left-right and upside-down (reference ``0.5`` each).
+        still_prob: probability that a clip keeps one scale and one crop window
+            for all its frames (no per-frame scale change, no crop drift), so a
+            static camera stays static. The reference has no such stage (``0``);
+            without it every training clip moves, and a model trained on them
+            never sees still points.
         crop_size: ``(H, W)`` of the output; ``None``: the input size. An
             explicit ``crop_size`` given to :func:`augment_clip` wins (the
             reference's default is ``(384, 512)``).
@@ -163,11 +168,12 @@ class AugmentConfig:
     crop_momentum: float = 0.8
     h_flip_prob: float = 0.5
     v_flip_prob: float = 0.5
+    still_prob: float = 0.0
     crop_size: tuple[int, int] | None = None
 
     def __post_init__(self):
         for name in ("color_prob", "blur_prob", "eraser_prob", "replace_prob", "h_flip_prob", "v_flip_prob",
-                     "resize_momentum", "crop_momentum"):
+                     "still_prob", "resize_momentum", "crop_momentum"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
@@ -527,6 +533,10 @@ def spatial_augment(frames: np.ndarray, tracks: np.ndarray, visibility: np.ndarr
     5. Points outside the output (``x < -0.5``, ``x >= W - 0.5``, likewise ``y``)
        become not visible; their coordinates are kept.
 
+    With probability ``config.still_prob`` (drawn first, and only when it is
+    above 0, so the random stream is the reference's otherwise) steps 2 and 3
+    keep their first frame's scale and window for the whole clip.
+
     Args:
         frames: ``(T, H, W, 3)`` uint8 RGB.
         tracks: ``(T, N, 2)`` float pixels ``(x, y)``.
@@ -551,15 +561,20 @@ def spatial_augment(frames: np.ndarray, tracks: np.ndarray, visibility: np.ndarr
     ch, cw = _check_crop_size(crop_size) if crop_size is not None else (H0, W0)
     xy = np.array(tracks, dtype=np.float64, copy=True)
     visibility = np.array(visibility, dtype=bool, copy=True)
+    still = config.still_prob > 0 and rng.random() < config.still_prob
 
     left, right, top, bottom = (int(v) for v in rng.integers(0, config.pad_max + 1, size=4))
     H, W = H0 + top + bottom, W0 + left + right
     xy += (left, top)
 
     sizes = _scale_schedule(T, H, W, (ch, cw), rng, config)
+    if still:
+        sizes[1:] = sizes[0]
     for t in range(T):
         xy[t] = resize_points(xy[t], (H, W), sizes[t])
     corners = _crop_schedule(xy[0, visibility[0]], sizes, (ch, cw), rng, config)
+    if still:
+        corners[1:] = corners[0]
     xy -= corners[:, None, :]
 
     out = np.empty((T, ch, cw, 3), dtype=np.uint8)

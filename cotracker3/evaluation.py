@@ -50,9 +50,10 @@ def load_tracker(spec: str, *, device: str | torch.device = "cpu", iters: int = 
 
     Args:
         spec: ``"baseline"`` (Lucas-Kanade), a key of :data:`cotracker3.REGISTRY`
-            (weights from the cache or downloaded), or the path of a checkpoint
+            (weights from the cache or downloaded), the path of a checkpoint
             file (offline or online is read from the file, see
-            :func:`cotracker3.weights.model_from_checkpoint`).
+            :func:`cotracker3.weights.model_from_checkpoint`), or a training
+            run folder (its ``model.pt`` with the sizes the run records).
         device: torch device for the model.
         iters: refinement iterations of the model.
         download: allow downloading registered weights.
@@ -72,7 +73,7 @@ def load_tracker(spec: str, *, device: str | torch.device = "cpu", iters: int = 
     if spec in weights.REGISTRY:
         model = weights.from_pretrained(spec, download=download)
         label = spec
-    elif Path(spec).is_file():
+    elif Path(spec).is_file() or (Path(spec) / "model.pt").is_file():
         model = weights.model_from_checkpoint(spec)
         label = str(spec)
     elif any(c in spec for c in "/\\.") or Path(spec).suffix:

@@ -100,20 +100,63 @@ def gather_patches(fmaps: Tensor, centers: Tensor, radius: int) -> Tensor:
     """
     n_frames, h, w, C = fmaps.shape
     N, size = centers.shape[1], 2 * radius + 2
+    frames = torch.arange(n_frames, device=centers.device).view(-1, 1)
+    rows, frac = _neighbour_rows(centers, frames, radius, h, w)
+    p = fmaps.reshape(n_frames * h * w, C).index_select(0, rows.reshape(-1)).view(n_frames, N, size, size, C)
+    return _blend(p, frac.to(fmaps.dtype), 2).reshape(n_frames, N, (size - 1) ** 2, C)
+
+
+def _neighbour_rows(centers: Tensor, frames: Tensor, radius: int, h: int, w: int) -> tuple[Tensor, Tensor]:
+    """Rows of the ``(maps * h * w, C)`` flattened maps holding each centre's ``(2r+2)**2``
+    whole-pixel neighbours, ``(..., x, y)`` order, clamped to the map; and the centres'
+    fractional parts ``(..., 2)``. ``frames`` (broadcast to ``centers.shape[:-1]``) picks the map."""
     centers = centers.float()
     base = centers.floor()
-    frac = (centers - base).to(fmaps.dtype)  # F N 2
+    frac = centers - base
     base = base.long() - radius
-    d = torch.arange(size, device=centers.device)
-    ix = (base[..., 0, None] + d).clamp(0, w - 1)  # F N size
+    d = torch.arange(2 * radius + 2, device=centers.device)
+    ix = (base[..., 0, None] + d).clamp(0, w - 1)
     iy = (base[..., 1, None] + d).clamp(0, h - 1)
-    rows = ix[..., :, None] + iy[..., None, :] * w  # F N size(x) size(y)
-    rows = rows + torch.arange(n_frames, device=centers.device).view(-1, 1, 1, 1) * (h * w)
-    p = fmaps.reshape(n_frames * h * w, C).index_select(0, rows.reshape(-1)).view(n_frames, N, size, size, C)
-    fx, fy = frac[..., 0, None, None, None], frac[..., 1, None, None, None]
-    p = torch.lerp(p[:, :, :-1], p[:, :, 1:], fx)  # blend along x
-    p = torch.lerp(p[:, :, :, :-1], p[:, :, :, 1:], fy)  # then along y
-    return p.reshape(n_frames, N, (size - 1) ** 2, C)
+    rows = ix[..., :, None] + iy[..., None, :] * w + (frames * (h * w))[..., None, None]
+    return rows, frac
+
+
+def _blend(p: Tensor, frac: Tensor, axis: int) -> Tensor:
+    """Bilinear blend of whole-pixel neighbours: ``p`` has ``(size_x, size_y)`` at ``axis, axis + 1``
+    (after ``frac.ndim - 1`` leading axes); returns ``size - 1`` samples per axis."""
+    shape = frac.shape[:-1] + (1,) * (p.ndim - frac.ndim + 1)
+    fx, fy = frac[..., 0].reshape(shape), frac[..., 1].reshape(shape)
+    p = torch.lerp(p.narrow(axis, 0, p.shape[axis] - 1), p.narrow(axis, 1, p.shape[axis] - 1), fx)
+    return torch.lerp(p.narrow(axis + 1, 0, p.shape[axis + 1] - 1), p.narrow(axis + 1, 1, p.shape[axis + 1] - 1), fy)
+
+
+def patch_correlation(fmaps: Tensor, centers: Tensor, frames: Tensor, support: Tensor, radius: int) -> Tensor:
+    """Correlations between the feature patch around each point and its query's patch.
+
+    ``out[..., i, j]`` is the dot product of the bilinearly sampled feature at
+    the ``i``-th offset around the centre (:func:`patch_offsets` order, as
+    :func:`gather_patches` samples it) with the ``j``-th support feature.
+    Sampling is linear, so the whole-pixel neighbours are correlated first and
+    the blend runs on ``K`` correlations instead of ``C`` channels.
+
+    Args:
+        fmaps: ``(maps, h, w, C)`` channels-last feature maps.
+        centers: ``(B, n, s, 2)`` patch centres in feature-map pixels ``(x, y)``.
+        frames: long, broadcastable to ``(B, n, s)``: the map each centre samples.
+        support: ``(B, n, K, C)`` query patch features, ``K = (2r+1)**2``.
+        radius: patch radius ``r``.
+
+    Returns:
+        ``(B, n, s, K, K)``; border values repeat outside the map.
+    """
+    n_maps, h, w, C = fmaps.shape
+    B, n, s = centers.shape[:3]
+    size = 2 * radius + 2
+    rows, frac = _neighbour_rows(centers, frames, radius, h, w)  # B n s size size
+    p = fmaps.reshape(n_maps * h * w, C).index_select(0, rows.reshape(-1)).view(B, n, s * size * size, C)
+    corr = (p @ support.transpose(-1, -2)).view(B, n, s, size, size, -1)
+    corr = _blend(corr, frac.to(corr.dtype), 3)
+    return corr.reshape(B, n, s, (size - 1) ** 2, -1)
 
 
 def sample_patches(fmaps: Tensor, centers: Tensor, radius: int) -> Tensor:
@@ -328,26 +371,50 @@ class UpdateTransformer(nn.Module):
                     nn.init.zeros_(m.bias)
         nn.init.trunc_normal_(self.flow_head.weight, std=0.001)
         nn.init.trunc_normal_(self.vis_conf_head.weight, std=0.001)
+        #: Tokens per call of a transformer block (bounds memory; results do not depend on it).
+        self.chunk_tokens = 16384
 
     def forward(self, x: Tensor) -> Tensor:
         """Shape: ``(B, N, T, input_dim)`` -> ``(B, N, T, 4)``."""
-        tokens = self.input_transform(x)
+        return self.blocks(self.input_transform(x))
+
+    def blocks(self, tokens: Tensor) -> Tensor:
+        """Everything after the input projection: ``(B, N, T, hidden)`` -> ``(B, N, T, 4)``.
+
+        Each block runs on at most ``chunk_tokens`` tokens at a time (whole
+        tracks for attention over time, whole frames across tracks), which
+        bounds the attention and MLP activations without changing the result.
+        """
         B, N, T, D = tokens.shape
-        virtual = self.virual_tracks.expand(B, -1, T, -1)
+        virtual = self.virual_tracks.expand(B, -1, T, -1).to(tokens.dtype)
         tokens = torch.cat([tokens, virtual], dim=1)  # B (N+V) T D
         every = len(self.time_blocks) // len(self.space_virtual_blocks)
         for i, time_block in enumerate(self.time_blocks):
-            tokens = time_block(tokens.reshape(-1, T, D)).view(B, -1, T, D)
+            tokens = _in_chunks(time_block, tokens.reshape(-1, T, D), self.chunk_tokens).view(B, -1, T, D)
             if i % every == 0:
                 j = i // every
                 space = tokens.transpose(1, 2).reshape(B * T, -1, D)  # (B T) (N+V) D
-                points, virtual = space[:, :N], space[:, N:]
-                virtual = self.space_virtual2point_blocks[j](virtual, points)
-                virtual = self.space_virtual_blocks[j](virtual)
-                points = self.space_point2virtual_blocks[j](points, virtual)
-                tokens = torch.cat([points, virtual], dim=1).view(B, T, -1, D).transpose(1, 2)
+                space = _in_chunks(lambda s: self._across_tracks(j, s, N), space, self.chunk_tokens)
+                tokens = space.view(B, T, -1, D).transpose(1, 2)
         tokens = tokens[:, :N]
         return torch.cat([self.flow_head(tokens), self.vis_conf_head(tokens)], dim=-1)
+
+    def _across_tracks(self, j: int, space: Tensor, N: int) -> Tensor:
+        """Space block ``j`` on ``(frames, N + V, D)``: virtual tracks read, mix, and are read back."""
+        points, virtual = space[:, :N], space[:, N:]
+        virtual = self.space_virtual2point_blocks[j](virtual, points)
+        virtual = self.space_virtual_blocks[j](virtual)
+        points = self.space_point2virtual_blocks[j](points, virtual)
+        return torch.cat([points, virtual], dim=1)
+
+
+def _in_chunks(fn, x: Tensor, max_tokens: int) -> Tensor:
+    """``fn`` applied to slices of ``x`` along its first axis, holding at most ``max_tokens``
+    tokens (``x.shape[0] * x.shape[1]``), concatenated; ``fn`` must treat rows independently."""
+    rows = max(1, max_tokens // max(1, x.shape[1]))
+    if x.shape[0] <= rows:
+        return fn(x)
+    return torch.cat([fn(x[i:i + rows]) for i in range(0, x.shape[0], rows)])
 
 
 # --------------------------------------------------------------------------
@@ -438,8 +505,9 @@ class CoTracker3(nn.Module):
         )
         self.corr_mlp = Mlp(patch * patch, corr_hidden_dim, corr_embed_dim)
         self.register_buffer("time_emb", sincos_time_embedding(self.input_dim, window_len))
-        #: Points per chunk when computing correlations (bounds memory).
-        self.corr_chunk_points = 256
+        #: Point-frames per chunk of correlation features, their MLP and the
+        #: transformer's input projection (bounds memory; results do not depend on it).
+        self.chunk_point_frames = 4096
         #: Optional ``callable(iteration, iters)`` called after each refinement
         #: step, for progress bars; not part of the state dict.
         self.progress = None
@@ -488,32 +556,71 @@ class CoTracker3(nn.Module):
             for level, fmap in enumerate(pyramid)
         ]
 
-    def correlation_embedding(self, pyramid: list[Tensor], coords: Tensor, support: list[Tensor]) -> Tensor:
+    def correlation_embedding(self, pyramid: list[Tensor], coords: Tensor, support: list[Tensor],
+                              frames: Tensor) -> Tensor:
         """Embedded 4D correlations between query patches and patches at ``coords``.
 
         Args:
-            pyramid: per level ``(B, S, h, w, C)`` (channels last).
-            coords: ``(B, S, N, 2)`` current estimates, level-0 feature pixels.
-            support: per level ``(B, N, K, C)`` query patch features.
+            pyramid: per level ``(F, h, w, C)`` channels-last maps of all frames.
+            coords: ``(B, n, s, 2)`` current estimates, level-0 feature pixels.
+            support: per level ``(B, n, K, C)`` the same points' query patch features.
+            frames: broadcastable to ``(B, n, s)``: the map of each estimate.
 
         Returns:
-            ``(B, S, N, corr_levels * corr_embed_dim)``.
+            ``(B, n, s, corr_levels * corr_embed_dim)``.
+        """
+        B, n, s, _ = coords.shape
+        levels = []
+        for level, fmap in enumerate(pyramid):
+            corr = patch_correlation(fmap, coords / 2**level, frames, support[level], self.corr_radius)
+            levels.append(self.corr_mlp(corr.view(B, n, s, -1)))
+        return torch.cat(levels, dim=-1)
+
+    def input_tokens(self, pyramid: list[Tensor], support: list[Tensor], coords: Tensor, vis: Tensor,
+                     conf: Tensor, time_emb: Tensor) -> Tensor:
+        """The update transformer's input tokens for the current estimates.
+
+        Per point and frame: the visibility and confidence logits, the embedded
+        correlations (:meth:`correlation_embedding`), the Fourier-encoded motion to
+        the neighbouring frames, plus the time embedding, projected to the
+        transformer's width. Computed in chunks of at most ``chunk_point_frames``
+        point-frames, so the correlation features, their MLP activations and the
+        wide input vectors only ever exist for one chunk.
+
+        Args:
+            pyramid: per level ``(B * S, h, w, C)`` channels-last maps.
+            support: per level ``(B, N, K, C)``.
+            coords: ``(B, S, N, 2)`` level-0 feature pixels.
+            vis, conf: ``(B, S, N)`` logits.
+            time_emb: ``(1, S, input_dim)``.
+
+        Returns:
+            ``(B, N, S, hidden_size)``.
         """
         B, S, N, _ = coords.shape
-        out = []
-        for n0 in range(0, N, self.corr_chunk_points):
-            n1 = min(N, n0 + self.corr_chunk_points)
-            levels = []
-            for level, fmap in enumerate(pyramid):
-                h, w, C = fmap.shape[2:]
-                centers = coords[:, :, n0:n1].reshape(B * S, n1 - n0, 2) / 2**level
-                patches = gather_patches(fmap.reshape(B * S, h, w, C), centers, self.corr_radius)
-                patches = patches.view(B, S, n1 - n0, -1, C).transpose(1, 2)  # B n S K C
-                corr = patches.flatten(2, 3) @ support[level][:, n0:n1].transpose(-1, -2)  # B n (S K) K
-                corr = corr.view(B, n1 - n0, S, -1)
-                levels.append(self.corr_mlp(corr))
-            out.append(torch.cat(levels, dim=-1))
-        return torch.cat(out, dim=1).transpose(1, 2)
+        res_h, res_w = self.model_resolution
+        scale = coords.new_tensor([res_w / self.stride, res_h / self.stride]).repeat(2)
+        fwd = F.pad(coords[:, :-1] - coords[:, 1:], (0, 0, 0, 0, 0, 1))
+        bwd = F.pad(coords[:, 1:] - coords[:, :-1], (0, 0, 0, 0, 1, 0))
+        motion = fourier_encode(torch.cat([fwd, bwd], dim=-1) / scale, self.num_freqs)  # B S N M
+        per_point = torch.cat([vis[..., None], conf[..., None], motion], dim=-1).transpose(1, 2)  # B N S 2+M
+        coords = coords.transpose(1, 2)  # B N S 2
+        n_step = min(N, 256)
+        s_step = max(1, min(S, self.chunk_point_frames // n_step))
+        frame_ids = torch.arange(B * S, device=coords.device).view(B, 1, S)
+        rows = []
+        for n0 in range(0, N, n_step):
+            n1 = min(N, n0 + n_step)
+            parts = []
+            for s0 in range(0, S, s_step):
+                s1 = min(S, s0 + s_step)
+                corr = self.correlation_embedding(pyramid, coords[:, n0:n1, s0:s1],
+                                                  [sp[:, n0:n1] for sp in support], frame_ids[..., s0:s1])
+                extra = per_point[:, n0:n1, s0:s1]
+                x = torch.cat([extra[..., :2], corr, extra[..., 2:]], dim=-1) + time_emb[:, None, s0:s1]
+                parts.append(self.updateformer.input_transform(x))
+            rows.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=2))
+        return rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
 
     def refine(
         self,
@@ -536,21 +643,15 @@ class CoTracker3(nn.Module):
         Returns:
             One ``(coords, vis, conf)`` per iteration, coords in feature pixels, logits.
         """
-        S = coords.shape[1]
-        res_h, res_w = self.model_resolution
-        scale = coords.new_tensor([res_w / self.stride, res_h / self.stride]).repeat(2)
+        B, S = coords.shape[:2]
         time_emb = self.time_embedding(S).to(coords.dtype)
-        channels_last = [p.permute(0, 1, 3, 4, 2).contiguous() for p in pyramid]
+        # Channels last, batch and frames flattened: patches are gathered as rows.
+        channels_last = [p.permute(0, 1, 3, 4, 2).reshape(B * S, *p.shape[3:], p.shape[2]) for p in pyramid]
         outputs = []
         for it in range(iters):
             coords = coords.detach()
-            corr = self.correlation_embedding(channels_last, coords, support)
-            fwd = F.pad(coords[:, :-1] - coords[:, 1:], (0, 0, 0, 0, 0, 1))
-            bwd = F.pad(coords[:, 1:] - coords[:, :-1], (0, 0, 0, 0, 1, 0))
-            motion = fourier_encode(torch.cat([fwd, bwd], dim=-1) / scale, self.num_freqs)
-            x = torch.cat([vis[..., None], conf[..., None], corr, motion], dim=-1)
-            x = x.transpose(1, 2) + time_emb[:, None]  # B N S D
-            delta = self.updateformer(x).transpose(1, 2)  # B S N 4
+            tokens = self.input_tokens(channels_last, support, coords, vis, conf, time_emb)
+            delta = self.updateformer.blocks(tokens).transpose(1, 2)  # B S N 4
             coords = coords + delta[..., :2]
             vis = vis + delta[..., 2]
             conf = conf + delta[..., 3]

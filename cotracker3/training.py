@@ -74,7 +74,11 @@ class TrainConfig:
             reference's random sequence length for the offline model).
         scene: the engine's scene configuration (frames, size, points).
         model: keyword arguments of :class:`cotracker3.model.CoTracker3Offline`.
-        augment: :class:`cotracker3.augment.AugmentConfig` fields.
+        augment: :class:`cotracker3.augment.AugmentConfig` fields. The default
+            keeps a quarter of the clips' scale and crop still (``still_prob``,
+            not in the reference), as the engine keeps a quarter of its cameras
+            still: otherwise every training clip moves and the model never
+            learns that points can stand still.
         scene_reuse: steps that draw clips from the same rendered scene (rendering
             costs about a second per scene).
         seed: seed of everything random.
@@ -99,7 +103,7 @@ class TrainConfig:
     max_frames: int = 24
     scene: dict = field(default_factory=lambda: dict(num_frames=24, height=256, width=256, num_points=384))
     model: dict = field(default_factory=lambda: dict(SMALL_MODEL))
-    augment: dict = field(default_factory=dict)
+    augment: dict = field(default_factory=lambda: dict(still_prob=0.25))
     scene_reuse: int = 4
     seed: int = 0
     log_every: int = 10

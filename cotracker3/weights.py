@@ -545,13 +545,15 @@ def from_pretrained(
 def model_from_checkpoint(path: str | Path, kind: str | None = None) -> torch.nn.Module:
     """Build the model a checkpoint file was saved from, and load it.
 
-    The published sizes are assumed. Offline and online models have the same
-    parameters; they differ in the window length stored in the ``time_emb``
-    buffer (60 frames offline, 16 online), which decides when ``kind`` is not
-    given. A file without ``time_emb`` loads as an offline model.
+    The ``model.pt`` of a ``track3d train`` / ``pseudo-label`` run folder (or
+    the folder itself) is built with the sizes and kind its ``checkpoint.pt``
+    records. Any other file gets the published sizes. Offline and online models
+    have the same parameters; they differ in the window length stored in the
+    ``time_emb`` buffer (60 frames offline, 16 online), which decides when
+    ``kind`` is not given. A file without ``time_emb`` loads as an offline model.
 
     Args:
-        path: a ``.pth``/``.pt``/``.safetensors`` checkpoint.
+        path: a ``.pth``/``.pt``/``.safetensors`` checkpoint, or a run folder.
         kind: ``"offline"`` or ``"online"`` to force the architecture.
 
     Returns:
@@ -564,8 +566,17 @@ def model_from_checkpoint(path: str | Path, kind: str | None = None) -> torch.nn
     from cotracker3.model import build_model
 
     path = Path(path)
+    if path.is_dir() and (path / "model.pt").is_file():
+        path = path / "model.pt"
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    run = _training_run_config(path)
+    if run is not None:
+        arch = dict(run.get("model") or {})
+        run_kind = "online" if run.get("online") else "offline"
+        if kind not in (None, run_kind):
+            raise CheckpointError(f"{path} is the {run_kind} model of a training run, not {kind}")
+        return load_checkpoint(build_model(run_kind, **arch), path)
     if kind is None:
         state_dict = load_state_dict_file(path)
         emb = state_dict.get("time_emb")
@@ -574,6 +585,20 @@ def model_from_checkpoint(path: str | Path, kind: str | None = None) -> torch.nn
     if kind not in ("offline", "online"):
         raise ValueError(f"kind must be 'offline', 'online' or None, got {kind!r}")
     return load_checkpoint(build_model(kind), path)
+
+
+def _training_run_config(path: Path) -> dict | None:
+    """The configuration a training run folder records beside its ``model.pt``, or None."""
+    ckpt_path = path.parent / "checkpoint.pt"
+    if path.name != "model.pt" or not ckpt_path.is_file():
+        return None
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is reported the same way
+        raise CheckpointError(f"cannot read the run's {ckpt_path} for the model's sizes "
+                              f"({type(exc).__name__}: {_short(exc)})") from exc
+    config = ckpt.get("config") if isinstance(ckpt, dict) else None
+    return config if isinstance(config, dict) and isinstance(config.get("model"), dict) else None
 
 
 def _embedded_arch() -> dict:

@@ -103,6 +103,34 @@ def test_points_leaving_the_crop_keep_coordinates_and_become_invisible():
     assert outside_seen > 0
 
 
+def test_still_clips_keep_a_still_scene_still():
+    frames, tracks, visibility = dot_clip()
+    frames[:] = frames[0]  # the dots stand still
+    tracks[:] = tracks[0]
+    still = AugmentConfig(**GEOMETRY_ONLY, still_prob=1.0)
+    moving = AugmentConfig(**GEOMETRY_ONLY)
+    moved = 0
+    for seed in range(6):
+        out, out_tracks, out_vis = augment_clip(frames, tracks, visibility, np.random.default_rng(seed), still,
+                                                (36, 48))
+        assert (out == out[0]).all() and (out_tracks == out_tracks[0]).all() and (out_vis == out_vis[0]).all()
+        _, moving_tracks, _ = augment_clip(frames, tracks, visibility, np.random.default_rng(seed), moving, (36, 48))
+        moved += int(np.abs(moving_tracks - moving_tracks[0]).max() > 1.0)
+    assert moved >= 4  # without it the reference's scale and crop drift move the still scene
+
+
+def test_still_prob_is_the_share_of_still_clips():
+    frames, tracks, visibility = dot_clip()
+    frames[:] = frames[0]
+    tracks[:] = tracks[0]
+    config = AugmentConfig(**GEOMETRY_ONLY, still_prob=0.5)
+    still = 0
+    for seed in range(60):
+        _, out_tracks, _ = augment_clip(frames, tracks, visibility, np.random.default_rng(seed), config, (36, 48))
+        still += int((out_tracks == out_tracks[0]).all())
+    assert 18 <= still <= 42  # binomial(60, 0.5): mean 30, sd 3.9
+
+
 def test_flip_clip_by_hand():
     frames = np.arange(6, dtype=np.uint8).reshape(1, 2, 3, 1)  # H=2, W=3
     tracks = np.array([[[0.0, 0.0], [2.0, 1.0], [0.25, 0.5], [-0.5, 1.5]]], dtype=np.float32)
@@ -371,3 +399,4 @@ def test_defaults_are_the_reference_kubric_values():
     assert (c.replace, c.replace_prob, c.replace_max, c.replace_size) == (False, 0.5, 10, (2, 99))
     assert (c.pad_max, c.resize_range, c.resize_delta, c.max_crop_offset) == (24, (0.75, 1.25), 0.05, 15)
     assert (c.scale_limits, c.crop_margin, c.h_flip_prob, c.v_flip_prob) == ((0.2, 2.0), 10, 0.5, 0.5)
+    assert c.still_prob == 0.0  # no such stage in the reference

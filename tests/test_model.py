@@ -26,6 +26,7 @@ from cotracker3.model import (
     UpdateTransformer,
     fourier_encode,
     gather_patches,
+    patch_correlation,
     normalize_coords,
     patch_offsets,
     sample_at_frames,
@@ -212,6 +213,31 @@ def test_gather_patches_equals_grid_sample_and_its_gradient():
     (grad_expected,) = torch.autograd.grad((expected * weights).sum(), fmaps)
     (grad,) = torch.autograd.grad((out.permute(0, 3, 1, 2) * weights).sum(), fmaps)
     torch.testing.assert_close(grad, grad_expected, atol=1e-5, rtol=1e-5)
+
+
+def test_patch_correlation_equals_sampling_then_dot_products_and_its_gradient():
+    # Correlating whole-pixel neighbours and blending after must equal sampling the patch
+    # (gather_patches, itself checked against grid_sample) and taking dot products.
+    g = torch.Generator().manual_seed(5)
+    maps, C, h, w, r, B, n, s = 5, 6, 7, 9, 2, 2, 3, 4
+    K = (2 * r + 1) ** 2
+    fmaps = torch.randn(maps, h, w, C, generator=g, requires_grad=True)
+    centers = torch.rand(B, n, s, 2, generator=g) * torch.tensor([w + 5.0, h + 5.0]) - 2.5
+    frames = torch.tensor([[0, 2, 4, 1], [3, 3, 0, 2]]).view(B, 1, s)
+    support = torch.randn(B, n, K, C, generator=g, requires_grad=True)
+    out = patch_correlation(fmaps, centers, frames, support, r)
+    assert out.shape == (B, n, s, K, K)
+    expected = torch.empty(B, n, s, K, K)
+    for b in range(B):
+        for t in range(s):
+            patches = gather_patches(fmaps[frames[b, 0, t]][None], centers[b, :, t][None], r)[0]  # n K C
+            expected[b, :, t] = patches @ support[b].transpose(-1, -2)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    weights = torch.randn(out.shape, generator=g)
+    grads = torch.autograd.grad((out * weights).sum(), (fmaps, support))
+    grads_expected = torch.autograd.grad((expected * weights).sum(), (fmaps, support))
+    for a, b in zip(grads, grads_expected):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 # --------------------------------------------------------------------------- sample_at_frames
@@ -408,16 +434,17 @@ def test_offline_batch_elements_are_independent(offline):
     torch.testing.assert_close(both.vis[1:], second.vis, atol=1e-5, rtol=1e-4)
 
 
-def test_corr_chunk_points_does_not_change_results(offline):
-    video, queries = random_video(4), random_queries(7, 4)
+def test_chunk_sizes_do_not_change_results(offline):
+    video, queries = random_video(5, B=2), random_queries(7, 5, B=2)
     try:
         with torch.no_grad():
-            offline.corr_chunk_points = 3
+            # one frame per correlation chunk (7 points > 3 point-frames), one track per time-block call
+            offline.chunk_point_frames, offline.updateformer.chunk_tokens = 3, 10
             a = offline(video, queries, iters=2)
-            offline.corr_chunk_points = 1000
+            offline.chunk_point_frames, offline.updateformer.chunk_tokens = 10**6, 10**6
             b = offline(video, queries, iters=2)
     finally:
-        offline.corr_chunk_points = 256
+        offline.chunk_point_frames, offline.updateformer.chunk_tokens = 4096, 16384
     torch.testing.assert_close(a.coords, b.coords, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(a.vis, b.vis, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(a.conf, b.conf, atol=1e-5, rtol=1e-5)

@@ -112,3 +112,19 @@ def test_online_training_supervises_every_window(tmp_path):
     train(config, tmp_path)
     lines = (tmp_path / "log.jsonl").read_text().splitlines()
     assert len(lines) == 4
+
+
+def test_a_run_folder_loads_with_its_own_sizes(tmp_path):
+    from cotracker3.evaluation import load_tracker
+    from cotracker3.weights import model_from_checkpoint
+
+    train(_config(steps=1), tmp_path)
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)
+    for spec in (tmp_path / "model.pt", tmp_path):
+        model = model_from_checkpoint(spec)
+        assert model.latent_dim == TINY["latent_dim"] and model.window_len == TINY["window_len"]
+        assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+    with pytest.raises(CheckpointError, match="offline model of a training run"):
+        model_from_checkpoint(tmp_path / "model.pt", kind="online")
+    tracker, _ = load_tracker(str(tmp_path))  # what `track3d eval --tracker RUN` uses
+    assert tracker.model.latent_dim == TINY["latent_dim"]

@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("dataset", help="'synthetic' or the path of a dataset")
     e.add_argument("--tracker", required=True, metavar="NAME_OR_PATH",
                    help="'baseline' (Lucas-Kanade), a registered weights name (see 'track3d models'), "
-                   "or a checkpoint file")
+                   "a checkpoint file, or a training run folder ('track3d train --out')")
     e.add_argument("--json", metavar="OUT", help="also write the per-video metrics and their 'mean' to this JSON file")
     e.add_argument("--query-mode", choices=("first", "strided"), default="first",
                    help="TAP-Vid query sampling: first visible frame of each track, or every 5th visible "
@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="model sizes: 'small' (about 2.6 M parameters, CPU-trainable) or the published ones")
     tr.add_argument("--init", metavar="CKPT", help="start from these weights")
     tr.add_argument("--eval-every", type=int, default=0, help="evaluate on the synthetic set every N steps (0: never)")
+    tr.add_argument("--still-prob", type=float, default=0.25, metavar="P",
+                    help="share of clips whose augmentation keeps scale and crop still, so still cameras stay "
+                    "still (default: 0.25; 0: the reference, where every clip drifts)")
     tr.add_argument("--seed", type=int, default=0, help="seed of everything random (default: 0)")
     tr.add_argument("--fresh", action="store_true", help="do not resume: start over in OUT")
     tr.add_argument("--bf16", action="store_true", help="bfloat16 autocast in the forward pass (mixed precision)")
@@ -355,7 +358,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = dict(SMALL_MODEL) if args.size == "small" else dict(model_resolution=(256, 256), window_len=24)
     config = TrainConfig(steps=args.steps, lr=args.lr, num_points=args.points, iters=args.iters, model=model,
                          init=args.init, eval_every=args.eval_every, seed=args.seed, bf16=args.bf16,
-                         online=args.online)
+                         online=args.online, augment=dict(still_prob=args.still_prob))
     return _run_training(args, "train", lambda progress: train(config, args.out, resume=not args.fresh,
                                                                progress=progress))
 
