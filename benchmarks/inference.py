@@ -109,7 +109,8 @@ def model_flops(frames: int, points: int) -> float:
     """Floating-point operations of one offline predictor call (2 per multiply-add).
 
     Counted on small inputs at the published resolution and extrapolated: an
-    encoder cost per frame plus a refinement cost per point, frame and
+    encoder cost per frame, a refinement cost per frame and iteration that does
+    not depend on the points (the virtual tracks), and one per point, frame and
     iteration (attention across time, quadratic in frames, is under 2% here).
     """
     from torch.utils.flop_counter import FlopCounterMode
@@ -127,9 +128,10 @@ def model_flops(frames: int, points: int) -> float:
         return counter.get_total_flops()
 
     base = count(2, 8, 1)
-    per_point_frame_iter = (count(2, 8, 2) - base) / 16
-    per_frame = (base - 16 * per_point_frame_iter) / 2
-    return frames * per_frame + frames * points * ITERS * per_point_frame_iter
+    per_point = (count(2, 16, 1) - base) / (2 * 8)  # per point, frame and iteration
+    per_frame_iter = (count(2, 8, 2) - base - 2 * 8 * per_point) / 2
+    per_frame = (base - 2 * per_frame_iter - 2 * 8 * per_point) / 2
+    return frames * per_frame + frames * ITERS * (per_frame_iter + points * per_point)
 
 
 def spawn(kind: str, args, case: tuple[int, int], dtype: str, weights: str, save: str) -> dict:

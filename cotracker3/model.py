@@ -98,12 +98,19 @@ def gather_patches(fmaps: Tensor, centers: Tensor, radius: int) -> Tensor:
     Returns:
         ``(F, N, K, C)`` in :func:`patch_offsets` order. Outside the map the border value is repeated.
     """
-    n_frames, h, w, C = fmaps.shape
-    N, size = centers.shape[1], 2 * radius + 2
-    frames = torch.arange(n_frames, device=centers.device).view(-1, 1)
+    frames = torch.arange(fmaps.shape[0], device=centers.device).view(-1, 1)
+    return _gather(fmaps, centers, frames, radius)
+
+
+def _gather(fmaps: Tensor, centers: Tensor, frames: Tensor, radius: int) -> Tensor:
+    """:func:`gather_patches` for centres ``(..., 2)`` on maps ``frames`` (broadcast to
+    ``centers.shape[:-1]``): ``(..., K, C)``."""
+    n_maps, h, w, C = fmaps.shape
+    size = 2 * radius + 2
     rows, frac = _neighbour_rows(centers, frames, radius, h, w)
-    p = fmaps.reshape(n_frames * h * w, C).index_select(0, rows.reshape(-1)).view(n_frames, N, size, size, C)
-    return _blend(p, frac.to(fmaps.dtype), 2).reshape(n_frames, N, (size - 1) ** 2, C)
+    p = fmaps.reshape(n_maps * h * w, C).index_select(0, rows.reshape(-1)).view(*rows.shape, C)
+    p = _blend(p, frac.to(fmaps.dtype), frac.ndim - 1)
+    return p.reshape(*centers.shape[:-1], (size - 1) ** 2, C)
 
 
 def _neighbour_rows(centers: Tensor, frames: Tensor, radius: int, h: int, w: int) -> tuple[Tensor, Tensor]:
@@ -177,7 +184,7 @@ def sample_at_frames(fmaps: Tensor, frames: Tensor, centers: Tensor, radius: int
     """Sample a feature patch around each query at the query's own frame.
 
     Args:
-        fmaps: ``(B, T, C, h, w)``.
+        fmaps: ``(B, T, h, w, C)`` channels-last maps.
         frames: ``(B, N)`` integer frame index of each query (clamped to the video).
         centers: ``(B, N, 2)`` query positions in feature-map pixels.
         radius: patch radius.
@@ -185,16 +192,9 @@ def sample_at_frames(fmaps: Tensor, frames: Tensor, centers: Tensor, radius: int
     Returns:
         ``(B, N, K, C)`` features, ``K = (2r+1)**2`` in :func:`patch_offsets` order.
     """
-    B, T, C, h, w = fmaps.shape
-    offsets = patch_offsets(radius, centers.device, centers.dtype)
-    xy = normalize_coords(centers[:, :, None, :] + offsets, w, h)  # B N K 2
-    t = frames.clamp(0, T - 1).to(centers.dtype) * (2.0 / max(T - 1, 1)) - 1.0
-    t = t[:, :, None, None].expand(-1, -1, offsets.shape[0], 1)
-    grid = torch.cat([xy, t], dim=-1)[:, :, :, None, :]  # B N K 1 3, (x, y, t)
-    out = F.grid_sample(
-        fmaps.transpose(1, 2), grid, mode="bilinear", padding_mode="border", align_corners=True
-    )  # B C N K 1
-    return out[..., 0].permute(0, 2, 3, 1)
+    B, T = fmaps.shape[:2]
+    maps = frames.clamp(0, T - 1) + torch.arange(B, device=frames.device)[:, None] * T
+    return _gather(fmaps.reshape(B * T, *fmaps.shape[2:]), centers, maps, radius)
 
 
 # --------------------------------------------------------------------------
@@ -514,30 +514,36 @@ class CoTracker3(nn.Module):
 
     # -- features ---------------------------------------------------------
 
-    def encode(self, video: Tensor, chunk: int = 16) -> list[Tensor]:
-        """Feature pyramid of a video.
+    def encode(self, video: Tensor, chunk: int = 2) -> list[Tensor]:
+        """Feature pyramid of a video, channels last.
 
         Args:
             video: ``(B, T, 3, H, W)`` float, values 0..255.
             chunk: frames per encoder call (bounds memory; results do not depend on it).
 
         Returns:
-            ``corr_levels`` tensors ``(B, T, C, H / stride / 2**l, W / stride / 2**l)``,
-            unit-length along ``C`` at level 0, average-pooled above.
+            ``corr_levels`` tensors ``(B, T, H / stride / 2**l, W / stride / 2**l, C)``,
+            unit-length along ``C`` at level 0, average-pooled above. Under autocast
+            they are stored in the autocast precision (the correlations are computed
+            in it anyway), else in the video's.
         """
         B, T, _, H, W = video.shape
         if H % self.stride or W % self.stride:
             raise ValueError(f"frame size {W}x{H} must be a multiple of the stride {self.stride}")
+        device = video.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else video.dtype
         frames = video.reshape(B * T, 3, H, W)
-        maps = []
+        fmap = None
         for s in range(0, B * T, chunk):
             f = self.fnet(2.0 * (frames[s : s + chunk] / 255.0) - 1.0)
-            norm = f.square().sum(dim=1, keepdim=True).clamp_min(1e-12).sqrt()
-            maps.append(f / norm)
-        fmap = torch.cat(maps).to(video.dtype)
+            f = (f / f.square().sum(dim=1, keepdim=True).clamp_min(1e-12).sqrt()).permute(0, 2, 3, 1)
+            if fmap is None:
+                fmap = f.new_empty((B * T, *f.shape[1:]), dtype=dtype)
+            fmap[s : s + chunk] = f
         pyramid = [fmap]
         for _ in range(self.corr_levels - 1):
-            pyramid.append(F.avg_pool2d(pyramid[-1], 2, stride=2))
+            down = F.avg_pool2d(pyramid[-1].permute(0, 3, 1, 2), 2, stride=2)
+            pyramid.append(down.permute(0, 2, 3, 1).contiguous())
         return [p.view(B, T, *p.shape[1:]) for p in pyramid]
 
     def query_features(self, pyramid: list[Tensor], frames: Tensor, coords: Tensor) -> list[Tensor]:
@@ -634,7 +640,7 @@ class CoTracker3(nn.Module):
         """Iteratively update tracks inside one window.
 
         Args:
-            pyramid: per level ``(B, S, C, h, w)`` features of the window's frames.
+            pyramid: per level ``(B, S, h, w, C)`` features of the window's frames (:meth:`encode`).
             support: per level ``(B, N, K, C)`` query patch features.
             coords: ``(B, S, N, 2)`` initial positions, level-0 feature pixels.
             vis, conf: ``(B, S, N)`` initial logits.
@@ -645,12 +651,12 @@ class CoTracker3(nn.Module):
         """
         B, S = coords.shape[:2]
         time_emb = self.time_embedding(S).to(coords.dtype)
-        # Channels last, batch and frames flattened: patches are gathered as rows.
-        channels_last = [p.permute(0, 1, 3, 4, 2).reshape(B * S, *p.shape[3:], p.shape[2]) for p in pyramid]
+        # Batch and frames flattened: patches are gathered as rows of the channels-last maps.
+        maps = [p.reshape(B * S, *p.shape[2:]) for p in pyramid]
         outputs = []
         for it in range(iters):
             coords = coords.detach()
-            tokens = self.input_tokens(channels_last, support, coords, vis, conf, time_emb)
+            tokens = self.input_tokens(maps, support, coords, vis, conf, time_emb)
             delta = self.updateformer.blocks(tokens).transpose(1, 2)  # B S N 4
             coords = coords + delta[..., :2]
             vis = vis + delta[..., 2]

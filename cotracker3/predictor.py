@@ -104,11 +104,13 @@ def grid_points(size: int, extent: tuple[int, int], device=None) -> Tensor:
     return torch.stack([gx, gy], dim=-1).reshape(1, -1, 2)
 
 
-def as_video_tensor(video, name: str = "video") -> Tensor:
+def as_video_tensor(video, name: str = "video", *, to_float: bool = True) -> Tensor:
     """Check and convert a video to ``(B, T, 3, H, W)`` float32 0..255.
 
     Accepts a torch tensor or numpy array, ``(B, T, 3, H, W)`` or unbatched
-    ``(T, 3, H, W)``, uint8 or float (0..255).
+    ``(T, 3, H, W)``, uint8 or float (0..255). With ``to_float=False`` the
+    values keep their type (a uint8 video is 4 times smaller than its float copy;
+    :func:`resize_frames` converts it a few frames at a time).
     """
     if isinstance(video, np.ndarray):
         video = torch.from_numpy(video)
@@ -126,11 +128,9 @@ def as_video_tensor(video, name: str = "video") -> Tensor:
         raise InputError(f"{name} has {T} frame(s); tracking needs at least 2")
     if H < 2 or W < 2:
         raise InputError(f"{name} frames are {W}x{H} pixels; at least 2x2 is needed")
-    if video.dtype == torch.uint8:
-        return video.float()
-    if not video.is_floating_point():
+    if not (video.dtype == torch.uint8 or video.is_floating_point()):
         raise InputError(f"{name} must be uint8 or float 0..255, got {video.dtype}")
-    return video.float()
+    return video.float() if to_float else video
 
 
 def check_queries(queries, batch: int, num_frames: int, width: int, height: int, device) -> Tensor:
@@ -171,7 +171,8 @@ def check_queries(queries, batch: int, num_frames: int, width: int, height: int,
     return queries.clone()
 
 
-def check_request(video, queries, grid_size: int, grid_query_frame: int, segm_mask) -> Tensor:
+def check_request(video, queries, grid_size: int, grid_query_frame: int, segm_mask, *,
+                  to_float: bool = True) -> Tensor:
     """The checks every whole-video tracker makes on its arguments; returns the video
     as :func:`as_video_tensor` does.
 
@@ -179,7 +180,7 @@ def check_request(video, queries, grid_size: int, grid_query_frame: int, segm_ma
         InputError: bad video. QueryError: bad grid or query frame, queries and a
             grid together, or a mask without a grid.
     """
-    video = as_video_tensor(video)
+    video = as_video_tensor(video, to_float=to_float)
     _check_grid(grid_size, grid_query_frame, video.shape[1])
     if queries is not None and grid_size > 0:
         raise QueryError("give either queries or grid_size, not both")
@@ -199,13 +200,23 @@ def _check_grid(grid_size: int, grid_query_frame: int, num_frames: int) -> None:
         raise QueryError(f"grid_query_frame must be in [0, {num_frames - 1}], got {grid_query_frame}")
 
 
-def resize_frames(video: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear resize (``align_corners=True``) of ``(B, T, 3, H, W)`` to ``size=(H', W')``."""
+def resize_frames(video: Tensor, size: tuple[int, int], chunk: int = 8) -> Tensor:
+    """Bilinear resize (``align_corners=True``) of ``(B, T, 3, H, W)`` to ``size=(H', W')``, float32.
+
+    Frames are converted and resized ``chunk`` at a time, so a uint8 video never
+    exists as a whole in float at its own size.
+    """
     B, T, C, H, W = video.shape
-    if (H, W) == tuple(size):
+    if (H, W) == tuple(size) and video.dtype == torch.float32:
         return video
-    out = F.interpolate(video.reshape(B * T, C, H, W), tuple(size), mode="bilinear", align_corners=True)
-    return out.reshape(B, T, C, *size)
+    flat = video.reshape(B * T, C, H, W)
+    out = torch.empty(B * T, C, *size, dtype=torch.float32, device=video.device)
+    for i in range(0, B * T, chunk):
+        x = flat[i : i + chunk].float()
+        if (H, W) != tuple(size):
+            x = F.interpolate(x, tuple(size), mode="bilinear", align_corners=True)
+        out[i : i + chunk] = x
+    return out.view(B, T, C, *size)
 
 
 class _PredictorBase:
@@ -318,7 +329,7 @@ class Predictor(_PredictorBase):
             InputError: the video has the wrong shape, dtype or fewer than 2 frames.
             QueryError: invalid queries, grid size, query frame or mask.
         """
-        video = check_request(video, queries, grid_size, grid_query_frame, segm_mask).to(self.device)
+        video = check_request(video, queries, grid_size, grid_query_frame, segm_mask, to_float=False).to(self.device)
         B, T, _, H, W = video.shape
         if queries is None and grid_size == 0:
             return self._dense(video, grid_query_frame, backward_tracking)

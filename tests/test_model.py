@@ -251,7 +251,7 @@ def test_sample_at_frames_picks_each_query_frame():
     fmaps[:, :, 1] = torch.arange(w, dtype=torch.float32)
     frames = torch.tensor([[0, 3, 4], [2, 1, 0]])
     centers = torch.tensor([[[2.0, 2.0], [3.5, 1.0], [5.0, 4.0]], [[1.0, 1.0], [6.0, 3.0], [4.25, 2.0]]])
-    out = sample_at_frames(fmaps, frames, centers, r)
+    out = sample_at_frames(fmaps.permute(0, 1, 3, 4, 2), frames, centers, r)  # channels last
     assert out.shape == (B, 3, 9, 2)
     torch.testing.assert_close(out[..., 0], frames[..., None].float().expand(B, 3, 9), atol=1e-5, rtol=0)
     expected_x = (centers[..., 0:1] + patch_offsets(r)[:, 0]).clamp(0, w - 1)
@@ -260,7 +260,7 @@ def test_sample_at_frames_picks_each_query_frame():
 
 def test_sample_at_frames_clamps_frame_index():
     T = 4
-    fmaps = torch.arange(T, dtype=torch.float32)[None, :, None, None, None].expand(1, T, 1, 5, 5).clone()
+    fmaps = torch.arange(T, dtype=torch.float32)[None, :, None, None, None].expand(1, T, 5, 5, 1).clone()
     frames = torch.tensor([[-3, T + 5]])
     out = sample_at_frames(fmaps, frames, torch.full((1, 2, 2), 2.0), radius=1)
     torch.testing.assert_close(out[0, 0], torch.zeros(9, 1))
@@ -268,7 +268,7 @@ def test_sample_at_frames_clamps_frame_index():
 
 
 def test_sample_at_frames_one_frame():
-    fmaps = torch.full((1, 1, 3, 4, 4), 7.0)
+    fmaps = torch.full((1, 1, 4, 4, 3), 7.0)
     out = sample_at_frames(fmaps, torch.zeros(1, 2, dtype=torch.long), torch.ones(1, 2, 2), radius=0)
     assert torch.equal(out, torch.full((1, 2, 1, 3), 7.0))
 
@@ -291,11 +291,11 @@ def test_encode_pyramid_shapes_and_unit_norm(offline):
     assert len(pyramid) == offline.corr_levels == 4
     for level, fmap in enumerate(pyramid):
         s = offline.stride * 2**level
-        assert fmap.shape == (2, 3, C, H // s, W // s)
-    norms = pyramid[0].norm(dim=2)
+        assert fmap.shape == (2, 3, H // s, W // s, C)  # channels last
+    norms = pyramid[0].norm(dim=-1)
     torch.testing.assert_close(norms, torch.ones_like(norms), atol=1e-5, rtol=0)
     # Level 1 is the 2x2 average of level 0.
-    manual = pyramid[0][0, 0].reshape(C, H // 8, 2, W // 8, 2).mean(dim=(2, 4))
+    manual = pyramid[0][0, 0].reshape(H // 8, 2, W // 8, 2, C).mean(dim=(1, 3))
     torch.testing.assert_close(pyramid[1][0, 0], manual, atol=1e-6, rtol=0)
 
 
