@@ -372,7 +372,7 @@ class UpdateTransformer(nn.Module):
         nn.init.trunc_normal_(self.flow_head.weight, std=0.001)
         nn.init.trunc_normal_(self.vis_conf_head.weight, std=0.001)
         #: Tokens per call of a transformer block (bounds memory; results do not depend on it).
-        self.chunk_tokens = 16384
+        self.chunk_tokens = 4096
 
     def forward(self, x: Tensor) -> Tensor:
         """Shape: ``(B, N, T, input_dim)`` -> ``(B, N, T, 4)``."""
@@ -507,14 +507,14 @@ class CoTracker3(nn.Module):
         self.register_buffer("time_emb", sincos_time_embedding(self.input_dim, window_len))
         #: Point-frames per chunk of correlation features, their MLP and the
         #: transformer's input projection (bounds memory; results do not depend on it).
-        self.chunk_point_frames = 4096
+        self.chunk_point_frames = 1024
         #: Optional ``callable(iteration, iters)`` called after each refinement
         #: step, for progress bars; not part of the state dict.
         self.progress = None
 
     # -- features ---------------------------------------------------------
 
-    def encode(self, video: Tensor, chunk: int = 2) -> list[Tensor]:
+    def encode(self, video: Tensor, chunk: int = 1) -> list[Tensor]:
         """Feature pyramid of a video, channels last.
 
         Args:
