@@ -12,7 +12,8 @@ temporary file, since what is timed does not depend on the weight values.
 Every run is a fresh subprocess, so its peak resident memory (``ru_maxrss``)
 is its own; frames are decoded before the clock starts.
 
-Printed per run: wall seconds, peak memory, point-frames per second, the
+Printed per run: wall seconds, peak memory (and what the call added to the
+resident memory it started with), point-frames per second, the
 arithmetic done (multiply-adds counted by ``torch.utils.flop_counter`` on our
 model, the same algorithm as the reference's) divided by the wall time, and
 that rate as a fraction of this machine's dense matmul rate in the same
@@ -60,9 +61,10 @@ def run_ours(video: torch.Tensor, grid: int, weights: str, dtype: torch.dtype):
     model = cotracker3.build_model("cotracker3-offline")
     cotracker3.load_checkpoint(model, weights)
     pred = cotracker3.Predictor(model.eval(), iters=ITERS, dtype=dtype)
+    before = resident_mb()
     t0 = time.perf_counter()
     out = pred(video, grid_size=grid)
-    return time.perf_counter() - t0, out.tracks[0].numpy(), out.visibility[0].numpy()
+    return time.perf_counter() - t0, out.tracks[0].numpy(), out.visibility[0].numpy(), before
 
 
 def run_reference(video: torch.Tensor, grid: int, weights: str, reference: str):
@@ -70,22 +72,29 @@ def run_reference(video: torch.Tensor, grid: int, weights: str, reference: str):
     from cotracker.predictor import CoTrackerPredictor
 
     pred = CoTrackerPredictor(checkpoint=weights, offline=True, window_len=60)
+    before = resident_mb()
     t0 = time.perf_counter()
     with torch.no_grad():
         tracks, vis = pred(video.float(), grid_size=grid)
-    return time.perf_counter() - t0, tracks[0].numpy(), vis[0].numpy()
+    return time.perf_counter() - t0, tracks[0].numpy(), vis[0].numpy(), before
+
+
+def resident_mb() -> float:
+    """Current resident set size of this process in MiB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def worker(args) -> None:
     frames = load_frames(args.video, args.frames)
     video = torch.from_numpy(frames).permute(0, 3, 1, 2)[None]
     if args.worker == "reference":
-        wall, tracks, vis = run_reference(video, args.grid, args.weights, args.reference)
+        wall, tracks, vis, before = run_reference(video, args.grid, args.weights, args.reference)
     else:
-        wall, tracks, vis = run_ours(video, args.grid, args.weights, DTYPES[args.dtype])
+        wall, tracks, vis, before = run_ours(video, args.grid, args.weights, DTYPES[args.dtype])
     np.savez(args.save, tracks=tracks, visibility=vis)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"wall_s": wall, "peak_mb": peak, "frame_size": list(frames.shape[1:3])}))
+    print(json.dumps({"wall_s": wall, "peak_mb": peak, "before_mb": before, "frame_size": list(frames.shape[1:3])}))
 
 
 # --------------------------------------------------------------------------- driver
@@ -148,6 +157,13 @@ def spawn(kind: str, args, case: tuple[int, int], dtype: str, weights: str, save
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def added(run: dict) -> float:
+    """MiB the tracking call added to the process's peak: its peak minus the resident memory
+    just before the call (interpreter, libraries, weights and decoded frames are the same on
+    both sides and not counted)."""
+    return max(run["peak_mb"] - run["before_mb"], 0.0)
+
+
 def deviation(a: str, b: str) -> tuple[float, float]:
     """Maximum and median distance in pixels between two runs' tracks."""
     d = np.linalg.norm(np.load(a)["tracks"] - np.load(b)["tracks"], axis=-1)
@@ -186,8 +202,9 @@ def main() -> None:
         torch.manual_seed(0)
         weights = f"{tmp}/weights.pth"
         torch.save(cotracker3.build_model("cotracker3-offline").state_dict(), weights)
-        head = (f"{'case':>10} {'run':>18} {'wall s':>8} {'peak MB':>8} {'pt-fr/s':>8} {'GFLOP/s':>8} "
-                f"{'% matmul':>8} {'speed-up':>8} {'mem frac':>8} {'max dev':>8} {'med dev':>8}")
+        head = (f"{'case':>10} {'run':>18} {'wall s':>8} {'peak MB':>8} {'added MB':>8} {'pt-fr/s':>8} "
+                f"{'GFLOP/s':>8} {'% matmul':>8} {'speed-up':>8} {'mem frac':>8} {'add frac':>8} {'max dev':>8} "
+                f"{'med dev':>8}")
         print(head)
         arithmetic = {case: model_flops(case[0], case[1] ** 2) for case in cases}
         for frames, grid in cases:
@@ -197,19 +214,22 @@ def main() -> None:
             if args.reference:
                 ref = spawn("reference", args, (frames, grid), "float32", weights, f"{tmp}/ref.npz")
                 print(f"{label:>10} {'reference float32':>18} {ref['wall_s']:8.1f} {ref['peak_mb']:8.0f} "
-                      f"{frames * grid * grid / ref['wall_s']:8.0f} {flops / ref['wall_s'] / 1e9:8.1f} "
-                      f"{100 * flops / ref['wall_s'] / 1e9 / rates['float32']:8.1f}", flush=True)
+                      f"{added(ref):8.0f} {frames * grid * grid / ref['wall_s']:8.0f} "
+                      f"{flops / ref['wall_s'] / 1e9:8.1f} {100 * flops / ref['wall_s'] / 1e9 / rates['float32']:8.1f}",
+                      flush=True)
             for dtype in args.dtypes:
                 out = spawn("ours", args, (frames, grid), dtype, weights, f"{tmp}/{dtype}.npz")
                 gflops = flops / out["wall_s"] / 1e9
                 row = (f"{label:>10} {'ours ' + dtype:>18} {out['wall_s']:8.1f} {out['peak_mb']:8.0f} "
-                       f"{frames * grid * grid / out['wall_s']:8.0f} {gflops:8.1f} {100 * gflops / rates[dtype]:8.1f}")
+                       f"{added(out):8.0f} {frames * grid * grid / out['wall_s']:8.0f} {gflops:8.1f} "
+                       f"{100 * gflops / rates[dtype]:8.1f}")
                 against = f"{tmp}/ref.npz" if ref and dtype == "float32" else (
                     f"{tmp}/float32.npz" if dtype != "float32" and "float32" in args.dtypes else None)
                 if ref:
-                    row += f" {ref['wall_s'] / out['wall_s']:8.2f} {out['peak_mb'] / ref['peak_mb']:8.2f}"
+                    row += (f" {ref['wall_s'] / out['wall_s']:8.2f} {out['peak_mb'] / ref['peak_mb']:8.2f}"
+                            f" {added(out) / added(ref):8.2f}")
                 else:
-                    row += f" {'-':>8} {'-':>8}"
+                    row += f" {'-':>8} {'-':>8} {'-':>8}"
                 if against:
                     row += " {:8.4f} {:8.4f}".format(*deviation(f"{tmp}/{dtype}.npz", against))
                 print(row, flush=True)

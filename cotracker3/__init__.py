@@ -20,10 +20,10 @@ classical Lucas-Kanade tracker, same API as the predictors),
 """
 
 from cotracker3.baseline import LucasKanadeTracker
-from cotracker3.errors import (CheckpointError, CoTrackerError, DatasetError, InputError, QueryError,
-                               WeightsUnavailableError)
+from cotracker3.errors import (CheckpointError, CoTrackerError, DatasetError, InputError, MemoryEstimateError,
+                               QueryError, WeightsUnavailableError)
 from cotracker3.model import CoTracker3Offline, CoTracker3Online, ModelOutput, build_model
-from cotracker3.predictor import OnlinePredictor, Predictor, TrackingResult, grid_points
+from cotracker3.predictor import OnlinePredictor, Predictor, TrackingResult, grid_points, tracking_memory
 from cotracker3.weights import REGISTRY, cache_dir, from_pretrained, load_checkpoint, resolve_weights
 
 __all__ = [
@@ -40,11 +40,13 @@ __all__ = [
     "OnlinePredictor",
     "TrackingResult",
     "grid_points",
+    "tracking_memory",
     "LucasKanadeTracker",
     "CoTrackerError",
     "CheckpointError",
     "DatasetError",
     "InputError",
+    "MemoryEstimateError",
     "QueryError",
     "WeightsUnavailableError",
 ]

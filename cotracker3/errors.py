@@ -30,3 +30,7 @@ class WeightsUnavailableError(CoTrackerError, RuntimeError):
 
 class DatasetError(CoTrackerError, ValueError):
     """An evaluation dataset file is missing, unreadable or of the wrong structure."""
+
+
+class MemoryEstimateError(CoTrackerError, MemoryError):
+    """An offline run would need more memory than is available (says how much, and what to do)."""

@@ -231,11 +231,12 @@ class ResidualBlock(nn.Module):
             )
 
     def forward(self, x: Tensor) -> Tensor:
-        y = F.relu(self.norm1(self.conv1(x)))
-        y = F.relu(self.norm2(self.conv2(y)))
+        # In place: the norms' outputs and the sum are fresh tensors nothing else holds.
+        y = F.relu(self.norm1(self.conv1(x)), inplace=True)
+        y = F.relu(self.norm2(self.conv2(y)), inplace=True)
         if self.downsample is not None:
             x = self.downsample(x)
-        return F.relu(x + y)
+        return F.relu(x + y, inplace=True)
 
 
 class BasicEncoder(nn.Module):
@@ -264,12 +265,12 @@ class BasicEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         size = (x.shape[-2] // self.stride, x.shape[-1] // self.stride)
-        x = F.relu(self.norm1(self.conv1(x)))
+        x = F.relu(self.norm1(self.conv1(x)), inplace=True)
         feats = []
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
             x = layer(x)
             feats.append(F.interpolate(x, size, mode="bilinear", align_corners=True))
-        x = F.relu(self.norm2(self.conv2(torch.cat(feats, dim=1))))
+        x = F.relu(self.norm2(self.conv2(torch.cat(feats, dim=1))), inplace=True)
         return self.conv3(x)
 
 
@@ -514,28 +515,37 @@ class CoTracker3(nn.Module):
 
     # -- features ---------------------------------------------------------
 
-    def encode(self, video: Tensor, chunk: int = 1) -> list[Tensor]:
+    def encode(self, video: Tensor, chunk: int = 1, transform=None) -> list[Tensor]:
         """Feature pyramid of a video, channels last.
 
         Args:
-            video: ``(B, T, 3, H, W)`` float, values 0..255.
+            video: ``(B, T, 3, H, W)`` values 0..255 (uint8 or float).
             chunk: frames per encoder call (bounds memory; results do not depend on it).
+            transform: optional ``callable((F, 3, h, w)) -> (F, 3, H, W)`` float applied
+                to each chunk first (a predictor resizes its caller's frames this way,
+                so the resized video never exists as a whole).
 
         Returns:
             ``corr_levels`` tensors ``(B, T, H / stride / 2**l, W / stride / 2**l, C)``,
             unit-length along ``C`` at level 0, average-pooled above. Under autocast
             they are stored in the autocast precision (the correlations are computed
-            in it anyway), else in the video's.
+            in it anyway), else in float32 (or the video's floating type).
         """
-        B, T, _, H, W = video.shape
-        if H % self.stride or W % self.stride:
-            raise ValueError(f"frame size {W}x{H} must be a multiple of the stride {self.stride}")
+        B, T = video.shape[:2]
         device = video.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else video.dtype
-        frames = video.reshape(B * T, 3, H, W)
+        if torch.is_autocast_enabled(device):
+            dtype = torch.get_autocast_dtype(device)
+        else:
+            dtype = video.dtype if video.is_floating_point() else torch.float32
+        frames = video.reshape(B * T, *video.shape[2:])
         fmap = None
         for s in range(0, B * T, chunk):
-            f = self.fnet(2.0 * (frames[s : s + chunk] / 255.0) - 1.0)
+            x = frames[s : s + chunk]
+            x = transform(x) if transform is not None else x
+            H, W = x.shape[-2:]
+            if H % self.stride or W % self.stride:
+                raise ValueError(f"frame size {W}x{H} must be a multiple of the stride {self.stride}")
+            f = self.fnet(2.0 * (x / 255.0) - 1.0)
             f = (f / f.square().sum(dim=1, keepdim=True).clamp_min(1e-12).sqrt()).permute(0, 2, 3, 1)
             if fmap is None:
                 fmap = f.new_empty((B * T, *f.shape[1:]), dtype=dtype)
@@ -703,14 +713,31 @@ class CoTracker3Offline(CoTracker3):
     def forward_train(self, video: Tensor, queries: Tensor, iters: int = 4) -> list[ModelOutput]:
         """Like :meth:`forward`, returning every iteration's output (for the losses)."""
         self.check_inputs(video, queries)
-        B, T = video.shape[:2]
+        return self.track_features(self.encode(video), queries, iters)
+
+    def track_features(self, pyramid: list[Tensor], queries: Tensor, iters: int = 4) -> list[ModelOutput]:
+        """:meth:`forward_train` from a feature pyramid (:meth:`encode`) instead of frames.
+
+        A caller that encodes the frames itself (chunk by chunk from its own
+        video, or once for both directions of time) tracks with this.
+
+        Args:
+            pyramid: per level ``(B, T, h, w, C)``.
+            queries: ``(B, N, 3)`` float ``(t, x, y)``, pixels of the encoded frames.
+            iters: refinement iterations.
+
+        Returns:
+            Every iteration's :class:`ModelOutput`.
+        """
+        B, T = pyramid[0].shape[:2]
+        if queries.ndim != 3 or queries.shape[0] != B or queries.shape[1] == 0 or queries.shape[-1] != 3:
+            raise ValueError(f"queries must be (B, N, 3) with B={B} and N >= 1, got {tuple(queries.shape)}")
         N = queries.shape[1]
-        pyramid = self.encode(video)
         frames = queries[..., 0].long()
-        qxy = queries[..., 1:].to(video.dtype) / self.stride
+        qxy = queries[..., 1:].float() / self.stride
         support = self.query_features(pyramid, frames, qxy)
         coords = qxy[:, None].expand(B, T, N, 2)
-        zeros = video.new_zeros(B, T, N)
+        zeros = qxy.new_zeros(B, T, N)
         steps = self.refine(pyramid, support, coords, zeros, zeros, iters)
         return [ModelOutput(c * self.stride, v.sigmoid(), k.sigmoid()) for c, v, k in steps]
 

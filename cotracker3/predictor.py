@@ -16,6 +16,7 @@ Both return a :class:`TrackingResult`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cotracker3.errors import InputError, QueryError
+from cotracker3.errors import InputError, MemoryEstimateError, QueryError
 from cotracker3.model import CoTracker3, CoTracker3Offline, CoTracker3Online, ModelOutput, OnlineState, as_float32
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,87 @@ DENSE_GRID_SIZE = 80
 """Dense tracking samples every ``W // 80``-th pixel in each batch of queries."""
 PRECISIONS = (torch.float32, torch.bfloat16, torch.float16)
 """Arithmetic precisions of the predictors: float32 (exact), bfloat16 (CPU and GPU), float16 (GPU)."""
+
+
+# --------------------------------------------------------------------------
+# Memory
+# --------------------------------------------------------------------------
+
+TOKEN_COPIES = 4
+"""Token-sized tensors alive at once in the update transformer (its input, the
+input with the virtual tracks, a block's output, a layout change), fitted to
+measured peaks of the offline predictor."""
+
+
+def available_memory(device: torch.device | str = "cpu") -> int | None:
+    """Bytes that can still be allocated on ``device``, or None when unknown.
+
+    A GPU reports its free memory; on a CPU it is ``MemAvailable`` of
+    ``/proc/meminfo``, capped by the cgroup (container) limit when there is one.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        free = int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            used = int(f.read())
+        if limit != "max":
+            free = min(free, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return max(free, 0)
+
+
+def tracking_memory(model: CoTracker3, frames: int, points: int, iters: int = 6,
+                    dtype: torch.dtype = torch.float32) -> int:
+    """Estimated peak bytes a model call allocates to track ``points`` through ``frames`` frames.
+
+    On top of the model's weights and the caller's video: the feature pyramid (in
+    ``dtype`` under reduced precision), the transformer's tokens
+    (:data:`TOKEN_COPIES` of them), every iteration's outputs, and the larger of
+    the encoder's working memory for one frame and that of one chunk of
+    correlations plus one chunk of transformer tokens. Frames are resized as
+    they are encoded, so they do not count.
+    """
+    H, W = model.model_resolution
+    h, w = H // model.stride, W // model.stride
+    elem = 2 if dtype in (torch.bfloat16, torch.float16) else 4
+    former = model.updateformer
+    D = former.input_transform.out_features
+    hidden = former.time_blocks[0].mlp.fc1.out_features
+    size = 2 * model.corr_radius + 2
+    K = (size - 1) ** 2
+    levels = sum(4.0**-level for level in range(model.corr_levels))
+    pyramid = frames * h * w * model.latent_dim * levels * elem
+    tokens = TOKEN_COPIES * frames * (points + former.num_virtual_tracks) * D * 4
+    outputs = (iters + 1) * frames * points * 4 * 4
+    encoder = 6 * (model.latent_dim // 2) * (H // 2) * (W // 2) * 4
+    corr_chunk = model.chunk_point_frames * (size * size * model.latent_dim * elem + 3 * size * size * K * 4
+                                             + 2 * model.corr_mlp.fc1.out_features * 4)
+    block_chunk = former.chunk_tokens * (8 * D + 2 * hidden) * 4
+    return int(pyramid + tokens + outputs + max(encoder, corr_chunk + block_chunk))
+
+
+def memory_advice(model: CoTracker3, frames: int, points: int, need: int, free: int,
+                  dtype: torch.dtype = torch.float32) -> str:
+    """The message of a :class:`~cotracker3.errors.MemoryEstimateError`: what an offline run
+    would need, what is available, and what the online mode would need instead."""
+    online = tracking_memory(model, 16, points, 6, dtype)  # one 16-frame window of the same sizes
+    return (f"tracking {points} points through {frames} frames offline needs about {need / 2**30:.1f} GiB of "
+            f"memory, but {free / 2**30:.1f} GiB are available. The online (sliding-window) mode needs about "
+            f"{online / 2**30:.1f} GiB whatever the length of the video: use OnlinePredictor "
+            "(track3d track --online), or track fewer frames or points")
+
 
 @dataclass
 class TrackingResult:
@@ -243,15 +325,26 @@ class _PredictorBase:
         """The device of the model's parameters (inputs are moved there)."""
         return next(self.model.parameters()).device
 
-    def _run(self, fn, *args, **kwargs):
-        """Call the model under the predictor's precision; outputs come back in float32."""
+    def _precision(self):
+        """The context the model runs in: nothing for float32, else autocast."""
         if self.dtype == torch.float32:
-            return fn(*args, **kwargs)
+            return contextlib.nullcontext()
         if self.dtype == torch.float16 and self.device.type != "cuda":
             raise ValueError("float16 runs on a GPU only; use dtype=torch.bfloat16 on a CPU")
-        with torch.autocast(self.device.type, dtype=self.dtype):
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def _run(self, fn, *args, **kwargs):
+        """Call the model under the predictor's precision; outputs come back in float32."""
+        with self._precision():
             out = fn(*args, **kwargs)
-        return as_float32(out)
+        return out if self.dtype == torch.float32 else as_float32(out)
+
+    def _to_model_frames(self, frames: Tensor) -> Tensor:
+        """``(F, 3, h, w)`` caller frames (uint8 or float) to float32 at the model's resolution."""
+        frames = frames.float()
+        if tuple(frames.shape[-2:]) != self.interp_shape:
+            frames = F.interpolate(frames, self.interp_shape, mode="bilinear", align_corners=True)
+        return frames
 
 
 def _scale(src: tuple[int, int], dst: tuple[int, int], ref: Tensor) -> Tensor:
@@ -339,6 +432,38 @@ class Predictor(_PredictorBase):
         model_queries = self._grid_queries(B, grid_size, grid_query_frame, segm_mask, (H, W), video.device)
         return self._sparse(video, model_queries, segm_mask is not None, backward_tracking, in_model_px=True)
 
+    def memory_needed(self, num_frames: int, num_points: int, backward_tracking: bool = False) -> int:
+        """Estimated peak bytes a call allocates beyond the model and the caller's video
+        (see :func:`tracking_memory`); reversing the pyramid for backward tracking
+        briefly holds a second copy of its finest level."""
+        need = tracking_memory(self.model, num_frames, num_points, self.iters, self.dtype)
+        if backward_tracking:
+            H, W = self.interp_shape
+            elem = 2 if self.dtype in (torch.bfloat16, torch.float16) else 4
+            need += num_frames * (H // self.model.stride) * (W // self.model.stride) * self.model.latent_dim * elem
+        return need
+
+    def check_memory(self, num_frames: int, num_points: int, backward_tracking: bool = False,
+                     video_bytes: int = 0) -> None:
+        """Raise :class:`~cotracker3.errors.MemoryEstimateError` up front when a call would need
+        more memory than the device has available, saying how much and suggesting the online mode.
+
+        Args:
+            num_frames, num_points: the call's size (support points included).
+            backward_tracking: whether it tracks backwards too.
+            video_bytes: memory the caller has yet to allocate for the video itself
+                (e.g. before decoding it), counted in the need.
+
+        Raises:
+            MemoryEstimateError: the estimate exceeds the available memory.
+        """
+        need = self.memory_needed(num_frames, num_points, backward_tracking) + video_bytes
+        free = available_memory(self.device)
+        logger.debug("offline tracking of %d points x %d frames: about %.2f GiB needed, %s available",
+                     num_points, num_frames, need / 2**30, "unknown" if free is None else f"{free / 2**30:.2f} GiB")
+        if free is not None and need > free:
+            raise MemoryEstimateError(memory_advice(self.model, num_frames, num_points, need, free, self.dtype))
+
     def _grid_queries(self, B, grid_size, frame, segm_mask, frame_hw, device) -> Tensor:
         pts = grid_points(grid_size, self.interp_shape, device)  # model pixels
         if segm_mask is not None:
@@ -380,7 +505,8 @@ class Predictor(_PredictorBase):
         in_model_px: bool = False,
     ) -> TrackingResult:
         B, T, _, H, W = video.shape
-        frames = resize_frames(video, self.interp_shape)
+        support = self.support_grid_size**2 if add_support_grid else 0
+        self.check_memory(T, B * (queries.shape[1] + support), backward)
         q = queries.clone()
         if not in_model_px:
             q[..., 1:] *= _scale((H, W), self.interp_shape, q)
@@ -390,10 +516,16 @@ class Predictor(_PredictorBase):
             grid = torch.cat([torch.zeros_like(grid[..., :1]), grid], dim=-1).expand(B, -1, -1)
             q = torch.cat([q, grid], dim=1)
 
-        out = self._run(self.model, frames, q, iters=self.iters)
+        # Frames are resized as they are encoded; the pyramid serves both directions of time.
+        with self._precision():
+            pyramid = self.model.encode(video, transform=self._to_model_frames)
+        out = self._run(self.model.track_features, pyramid, q, iters=self.iters)[-1]
         tracks, vis, conf = out.coords, out.vis, out.conf
         if backward:
-            tracks, vis, conf = self._merge_backward(frames, q, tracks, vis, conf)
+            for i, level in enumerate(pyramid):  # reversed in time, one level at a time
+                pyramid[i] = level.flip(1)
+            tracks, vis, conf = self._merge_backward(pyramid, q, tracks, vis, conf)
+        del pyramid
         tracks, vis, conf, q = tracks[:, :, :n_user], vis[:, :, :n_user], conf[:, :, :n_user], q[:, :n_user]
         visible = vis > self.visibility_threshold
 
@@ -410,13 +542,13 @@ class Predictor(_PredictorBase):
         q_out[..., 1:] *= back
         return TrackingResult(tracks * back, visible, conf, q_out)
 
-    def _merge_backward(self, frames, q, tracks, vis, conf):
-        """Replace each track before its query frame by a run on the reversed video."""
-        T = frames.shape[1]
+    def _merge_backward(self, reversed_pyramid, q, tracks, vis, conf):
+        """Replace each track before its query frame by a run on the time-reversed features."""
+        T = reversed_pyramid[0].shape[1]
         rq = q.clone()
         rq[..., 0] = T - 1 - rq[..., 0]
-        rev = self._run(self.model, frames.flip(1), rq, iters=self.iters)
-        before = torch.arange(T, device=frames.device)[None, :, None] < q[:, None, :, 0]
+        rev = self._run(self.model.track_features, reversed_pyramid, rq, iters=self.iters)[-1]
+        before = torch.arange(T, device=q.device)[None, :, None] < q[:, None, :, 0]
         tracks = torch.where(before[..., None], rev.coords.flip(1), tracks)
         vis = torch.where(before, rev.vis.flip(1), vis)
         conf = torch.where(before, rev.conf.flip(1), conf)

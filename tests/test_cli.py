@@ -130,6 +130,38 @@ def test_online_mode_streams(video, ckpt, tmp_path):
     assert d["tracks"].shape == (T, 4, 2) and np.isfinite(d["tracks"]).all()
 
 
+def test_video_too_long_for_memory_fails_before_decoding_and_suggests_online(video, ckpt, tmp_path, monkeypatch,
+                                                                             capsys):
+    from cotracker3 import predictor
+    from track3d import video as video_io
+
+    monkeypatch.setattr(predictor, "available_memory", lambda device: 2**20)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the video was decoded before the memory check")
+
+    monkeypatch.setattr(video_io, "read_video", no_decoding)
+    out = tmp_path / "out"
+    rc = run(video, "--grid", 3, "--checkpoint", ckpt["offline"], "--no-overlay", "--out", out)
+    assert_user_error(rc, capsys, out, f"9 points through {T} frames", "0.0 GiB are available", "--online")
+    # The online mode streams: no whole-video estimate stands in its way.
+    assert run(video, "--online", "--grid", 3, "--checkpoint", ckpt["online"], "--no-overlay", "--out", out) == 0
+
+
+def test_precision_option(video, ckpt, tmp_path, capsys):
+    outs = {}
+    for precision in ("float32", "bfloat16"):
+        outs[precision] = tmp_path / precision
+        assert run(video, "--grid", 3, "--precision", precision, "--checkpoint", ckpt["offline"], "--no-overlay",
+                   "--out", outs[precision]) == 0
+    a, b = (io.load_tracks(outs[p])["tracks"] for p in ("float32", "bfloat16"))
+    assert np.isfinite(b).all() and a.shape == b.shape
+    assert not np.array_equal(a[1:], b[1:])  # bfloat16 really ran (frame 0 holds the queries)
+    out = tmp_path / "half"
+    rc = run(video, "--precision", "float16", "--device", "cpu", "--checkpoint", ckpt["offline"], "--out", out)
+    assert_user_error(rc, capsys, out, "GPU only")
+
+
 @pytest.mark.parametrize("kind", ["gray", "rgba", "16bit", "odd"])
 def test_image_folders_of_any_pixel_format(kind, ckpt, tmp_path):
     folder = tmp_path / "frames"

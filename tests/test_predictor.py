@@ -571,3 +571,41 @@ def test_precision_errors(pred):
         Predictor(pred.model, dtype=torch.float64)
     with pytest.raises(ValueError, match="GPU only"):
         Predictor(pred.model, dtype=torch.float16)(random_video(4), grid_size=2)
+
+
+# --------------------------------------------------------------------------- memory estimate
+
+
+def test_tracking_memory_grows_with_frames_and_points_and_shrinks_with_bfloat16(pred):
+    from cotracker3.predictor import tracking_memory
+
+    m = pred.model
+    base = tracking_memory(m, 10, 100)
+    assert base > 0
+    more_frames = tracking_memory(m, 20, 100) - base
+    assert more_frames > 0 and tracking_memory(m, 40, 100) - base == pytest.approx(3 * more_frames, rel=1e-6)
+    assert tracking_memory(m, 10, 200) > base
+    assert tracking_memory(m, 10, 100, dtype=torch.bfloat16) < base  # the pyramid is stored in 16 bits
+
+
+def test_available_memory_on_this_machine():
+    from cotracker3.predictor import available_memory
+
+    free = available_memory("cpu")
+    assert free is None or free > 0
+    assert available_memory("meta") is None
+
+
+def test_offline_call_too_big_for_memory_fails_up_front_and_suggests_online(pred, monkeypatch):
+    from cotracker3 import predictor as P
+
+    need = pred.memory_needed(6, 9 + 36)
+    monkeypatch.setattr(P, "available_memory", lambda device: need - 1)
+    model_calls = []
+    monkeypatch.setattr(pred.model, "progress", lambda *a: model_calls.append(a))
+    with pytest.raises(cotracker3.MemoryEstimateError, match="online") as info:
+        pred(random_video(6), queries=torch.tensor([[0.0, 5.0, 5.0]] * 9))
+    assert f"{need / 2**30:.1f} GiB" in str(info.value) and not model_calls  # nothing ran
+    assert isinstance(info.value, CoTrackerError) and isinstance(info.value, MemoryError)
+    monkeypatch.setattr(P, "available_memory", lambda device: need)
+    assert pred(random_video(6), queries=torch.tensor([[0.0, 5.0, 5.0]] * 9)).tracks.shape == (1, 6, 9, 2)

@@ -35,8 +35,9 @@ def _add_options(parser: argparse.ArgumentParser, options_cls) -> None:
         kind = {"int": int, "int | None": int, "str": str, "str | None": str}.get(str(f.type), str)
         default = f.default
         suffix = f" (default: {default})" if default is not None else ""
-        parser.add_argument(flag, type=kind, default=default, help=help_text + suffix,
-                            metavar=f.name.upper())
+        choices = f.metadata.get("choices")
+        parser.add_argument(flag, type=kind, default=default, help=help_text + suffix, choices=choices,
+                            metavar="{" + ",".join(choices) + "}" if choices else f.name.upper())
 
 
 def build_parser() -> argparse.ArgumentParser:
