@@ -45,7 +45,8 @@ SHORT_KEYS = {"average_jaccard": "AJ", "average_pts_within_thresh": "delta_avg",
 # --------------------------------------------------------------------------
 
 
-def load_tracker(spec: str, *, device: str | torch.device = "cpu", iters: int = 6, download: bool = True):
+def load_tracker(spec: str, *, device: str | torch.device = "cpu", iters: int = 6, download: bool = True,
+                 dtype: torch.dtype = torch.float32):
     """A tracker from a name: ``"baseline"``, a registry name, or a checkpoint path.
 
     Args:
@@ -57,6 +58,7 @@ def load_tracker(spec: str, *, device: str | torch.device = "cpu", iters: int = 
         device: torch device for the model.
         iters: refinement iterations of the model.
         download: allow downloading registered weights.
+        dtype: the model's arithmetic (see :class:`Predictor`); the baseline ignores it.
 
     Returns:
         ``(tracker, label)``: a :class:`Predictor`, :class:`OnlinePredictor` or
@@ -84,8 +86,8 @@ def load_tracker(spec: str, *, device: str | torch.device = "cpu", iters: int = 
         )
     model = model.to(device)
     if isinstance(model, CoTracker3Offline):
-        return Predictor(model, iters=iters), label
-    return OnlinePredictor(model, iters=iters), label
+        return Predictor(model, iters=iters, dtype=dtype), label
+    return OnlinePredictor(model, iters=iters, dtype=dtype), label
 
 
 def run_tracker(tracker, video: np.ndarray, queries: np.ndarray, backward: bool) -> tuple[np.ndarray, np.ndarray]:

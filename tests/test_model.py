@@ -308,6 +308,33 @@ def test_encode_does_not_depend_on_chunk(offline):
         torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
 
 
+def test_encode_with_a_transform_equals_encoding_transformed_frames(offline):
+    # A predictor hands uint8 caller frames and a resize: the pyramid must equal that of the
+    # resized float video, and forward() must equal track_features() on it.
+    g = torch.Generator().manual_seed(2)
+    raw = torch.randint(0, 256, (1, 3, 3, H // 2, W // 2), generator=g, dtype=torch.uint8)
+
+    def resize(x):
+        return torch.nn.functional.interpolate(x.float(), (H, W), mode="bilinear", align_corners=True)
+
+    video = resize(raw[0])[None]
+    queries = random_queries(5, 3)
+    with torch.no_grad():
+        a = offline.encode(raw, transform=resize)
+        b = offline.encode(video)
+        for x, y in zip(a, b):
+            torch.testing.assert_close(x, y, atol=1e-6, rtol=1e-6)
+        direct = offline(video, queries, iters=2)
+        from_features = offline.track_features(a, queries, iters=2)[-1]
+    torch.testing.assert_close(direct.coords, from_features.coords, atol=1e-5, rtol=1e-5)
+
+
+def test_encode_under_bfloat16_autocast_stores_bfloat16(offline):
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        pyramid = offline.encode(random_video(2))
+    assert all(p.dtype == torch.bfloat16 for p in pyramid)
+
+
 def test_encode_size_not_multiple_of_stride_raises(offline):
     with pytest.raises(ValueError, match="stride"):
         offline.encode(torch.zeros(1, 2, 3, 30, 32))

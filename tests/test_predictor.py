@@ -169,6 +169,29 @@ def test_backward_tracking_changes_only_frames_before_the_query(pred):
     assert torch.equal(bwd.queries, fwd.queries)
 
 
+def test_backward_tracking_reuses_the_pyramid_and_equals_tracking_the_reversed_video(pred):
+    # The reversed pyramid stands in for encoding the time-reversed frames: the result must be
+    # what the model gives on the reversed video itself (resized as the predictor resizes).
+    from cotracker3.predictor import resize_frames
+
+    T = 6
+    video = random_video(T)
+    q = torch.tensor([[4.0, 12.0, 9.0], [2.0, 30.0, 20.0]])
+    bwd = pred(video, queries=q, backward_tracking=True)
+    frames = resize_frames(video, pred.interp_shape)
+    model_q = q.clone()[None]
+    model_q[..., 1:] *= torch.tensor([(MW - 1) / (40 - 1), (MH - 1) / (32 - 1)])
+    support = grid_points(pred.support_grid_size, pred.interp_shape)  # tracked along with user queries
+    model_q = torch.cat([model_q, torch.cat([torch.zeros_like(support[..., :1]), support], -1)], dim=1)
+    model_q[..., 0] = T - 1 - model_q[..., 0]
+    with torch.no_grad():
+        rev = pred.model(frames.flip(1), model_q, iters=pred.iters)
+    back = torch.tensor([(40 - 1) / (MW - 1), (32 - 1) / (MH - 1)])
+    for n, t in enumerate(q[:, 0].long().tolist()):
+        expected = rev.coords.flip(1)[0, :t, n] * back
+        torch.testing.assert_close(bwd.tracks[0, :t, n], expected, atol=1e-4, rtol=1e-5)
+
+
 # --------------------------------------------------------------------------- Predictor: grids and masks
 
 

@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="synthetic scenes per tier (default: the published set's 5)")
     e.add_argument("--max-videos", type=int, default=None, metavar="N", help="stop after N videos")
     e.add_argument("--iters", type=int, default=6, help="refinement iterations of the model (default: 6)")
+    e.add_argument("--precision", choices=("float32", "bfloat16", "float16"), default="float32",
+                   help="arithmetic of the model: float32 (default), bfloat16 (mixed precision) or float16 (GPU)")
     e.add_argument("--device", default="auto", help="torch device: cpu, cuda, ... or auto (default: auto)")
     e.set_defaults(func=cmd_eval)
 
@@ -409,6 +411,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import itertools
     import json
 
+    import torch
+
     from cotracker3 import datasets, evaluation, synthetic
     from track3d import io
     from track3d.errors import OutputError, Track3DError
@@ -421,7 +425,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise Track3DError(f"--iters must be at least 1, got {args.iters}")
     if args.max_videos is not None and args.max_videos < 1:
         raise Track3DError(f"--max-videos must be at least 1, got {args.max_videos}")
-    tracker, label = evaluation.load_tracker(args.tracker, device=resolve_device(args.device), iters=args.iters)
+    device = resolve_device(args.device)
+    if args.precision == "float16" and device.type != "cuda":
+        raise Track3DError("--precision float16 runs on a GPU only; use bfloat16 on a CPU")
+    tracker, label = evaluation.load_tracker(args.tracker, device=device, iters=args.iters,
+                                             dtype=getattr(torch, args.precision))
     if args.dataset == "synthetic":
         unknown = [t for t in args.tiers or [] if t not in synthetic.EVAL_TIERS]
         if unknown:
