@@ -687,8 +687,12 @@ class CoTracker3(nn.Module):
         """Validate model inputs (internal invariants: predictors check user input)."""
         if video.ndim != 5 or video.shape[2] != 3:
             raise ValueError(f"video must be (B, T, 3, H, W), got {tuple(video.shape)}")
-        if queries.ndim != 3 or queries.shape[-1] != 3 or queries.shape[0] != video.shape[0]:
-            raise ValueError(f"queries must be (B, N, 3) with B={video.shape[0]}, got {tuple(queries.shape)}")
+        self._check_queries(queries, video.shape[0])
+
+    @staticmethod
+    def _check_queries(queries: Tensor, batch: int) -> None:
+        if queries.ndim != 3 or queries.shape[-1] != 3 or queries.shape[0] != batch:
+            raise ValueError(f"queries must be (B, N, 3) with B={batch}, got {tuple(queries.shape)}")
         if queries.shape[1] == 0:
             raise ValueError("queries is empty: the model needs at least one point to track")
 
@@ -730,8 +734,7 @@ class CoTracker3Offline(CoTracker3):
             Every iteration's :class:`ModelOutput`.
         """
         B, T = pyramid[0].shape[:2]
-        if queries.ndim != 3 or queries.shape[0] != B or queries.shape[1] == 0 or queries.shape[-1] != 3:
-            raise ValueError(f"queries must be (B, N, 3) with B={B} and N >= 1, got {tuple(queries.shape)}")
+        self._check_queries(queries, B)
         N = queries.shape[1]
         frames = queries[..., 0].long()
         qxy = queries[..., 1:].float() / self.stride

@@ -53,6 +53,11 @@ input with the virtual tracks, a block's output, layout changes, allocator
 slack), fitted to the offline predictor's measured peaks (benchmarks/inference.py)."""
 
 
+def _element_size(dtype: torch.dtype) -> int:
+    """Bytes per stored feature under a predictor precision (16-bit under autocast)."""
+    return 2 if dtype in (torch.bfloat16, torch.float16) else 4
+
+
 def available_memory(device: torch.device | str = "cpu") -> int | None:
     """Bytes that can still be allocated on ``device``, or None when unknown.
 
@@ -97,7 +102,7 @@ def tracking_memory(model: CoTracker3, frames: int, points: int, iters: int = 6,
     """
     H, W = model.model_resolution
     h, w = H // model.stride, W // model.stride
-    elem = 2 if dtype in (torch.bfloat16, torch.float16) else 4
+    elem = _element_size(dtype)
     former = model.updateformer
     D = former.input_transform.out_features
     hidden = former.time_blocks[0].mlp.fc1.out_features
@@ -316,6 +321,8 @@ class _PredictorBase:
                             f"{type(model).__name__}; use {other}")
         if iters < 1:
             raise ValueError(f"iters must be at least 1, got {iters}")
+        if dtype == torch.float16 and next(model.parameters()).device.type != "cuda":
+            raise InputError("float16 runs on a GPU only; use bfloat16 on a CPU")
         self.model = model.eval()
         self.iters = iters
         self.visibility_threshold = visibility_threshold
@@ -331,8 +338,6 @@ class _PredictorBase:
         """The context the model runs in: nothing for float32, else autocast."""
         if self.dtype == torch.float32:
             return contextlib.nullcontext()
-        if self.dtype == torch.float16 and self.device.type != "cuda":
-            raise ValueError("float16 runs on a GPU only; use dtype=torch.bfloat16 on a CPU")
         return torch.autocast(self.device.type, dtype=self.dtype)
 
     def _run(self, fn, *args, **kwargs):
@@ -343,10 +348,7 @@ class _PredictorBase:
 
     def _to_model_frames(self, frames: Tensor) -> Tensor:
         """``(F, 3, h, w)`` caller frames (uint8 or float) to float32 at the model's resolution."""
-        frames = frames.float()
-        if tuple(frames.shape[-2:]) != self.interp_shape:
-            frames = F.interpolate(frames, self.interp_shape, mode="bilinear", align_corners=True)
-        return frames
+        return resize_frames(frames[None], self.interp_shape)[0]
 
 
 def _scale(src: tuple[int, int], dst: tuple[int, int], ref: Tensor) -> Tensor:
@@ -441,8 +443,8 @@ class Predictor(_PredictorBase):
         need = tracking_memory(self.model, num_frames, num_points, self.iters, self.dtype)
         if backward_tracking:
             H, W = self.interp_shape
-            elem = 2 if self.dtype in (torch.bfloat16, torch.float16) else 4
-            need += num_frames * (H // self.model.stride) * (W // self.model.stride) * self.model.latent_dim * elem
+            need += (num_frames * (H // self.model.stride) * (W // self.model.stride) * self.model.latent_dim
+                     * _element_size(self.dtype))
         return need
 
     def check_memory(self, num_frames: int, num_points: int, backward_tracking: bool = False,
@@ -706,7 +708,7 @@ class OnlinePredictor(_PredictorBase):
             raise InputError("call start(...) before push(...)")
         frames = _as_chunk(frames)
         self._check_frames(frames)
-        resized = resize_frames(frames.to(self.device).float(), self.interp_shape)
+        resized = resize_frames(frames.to(self.device), self.interp_shape)
         ran = False
         for i in range(resized.shape[1]):
             self._buffer.append(resized[:, i])
@@ -782,7 +784,7 @@ class OnlinePredictor(_PredictorBase):
         L = chunk.shape[1]
         if L > self.window_len:
             raise InputError(f"a chunk holds at most {self.window_len} frames (2 * step), got {L}")
-        resized = resize_frames(chunk.to(self.device).float(), self.interp_shape)
+        resized = resize_frames(chunk.to(self.device), self.interp_shape)
         self._process(resized, last=L < self.window_len)
         return self.result()
 

@@ -246,8 +246,6 @@ def track(
         raise Track3DError("the baseline tracker runs on the whole video: drop --online")
     if not baseline:
         model = model.to(device)
-        if dtype == torch.float16 and device.type != "cuda":
-            raise Track3DError("--precision float16 runs on a GPU only; use bfloat16 on a CPU")
     timings["load_model"] = time.perf_counter() - t0
 
     notify = progress or (lambda *a: None)
