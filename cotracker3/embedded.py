@@ -73,11 +73,14 @@ def load() -> torch.nn.Module:
         model.load_state_dict(state)
     except Exception as exc:  # safetensors and torch raise many types: all mean a damaged file
         raise CheckpointError(f"the embedded model in {weights_dir()} is damaged: {exc}") from None
+    threshold = provenance().get("visibility_threshold")
+    if threshold is not None:  # predictors built on the model use its calibrated threshold
+        model.visibility_threshold = float(threshold)
     return model.eval()
 
 
 def export(run_dir: str | Path, dest: str | Path | None = None, *, metrics: dict | None = None,
-           command: str = "", wall_time_s: float | None = None) -> Path:
+           command: str = "", wall_time_s: float | None = None, calibration: dict | None = None) -> Path:
     """Write a training run's model as the embedded model (16-bit weights plus provenance).
 
     Args:
@@ -87,6 +90,10 @@ def export(run_dir: str | Path, dest: str | Path | None = None, *, metrics: dict
         command: the command line(s) that trained it.
         wall_time_s: training wall time to record (default: what the run's
             checkpoint recorded, plus that of the run it was initialised from).
+        calibration: :meth:`cotracker3.evaluation.Calibration.to_json` of the model:
+            its ``threshold`` becomes the embedded model's visibility threshold
+            (``visibility_threshold`` in the provenance; without one, the
+            predictors' defaults apply).
 
     Returns:
         The folder.
@@ -124,6 +131,8 @@ def export(run_dir: str | Path, dest: str | Path | None = None, *, metrics: dict
         "data": {"training_stream_seed": config.get("seed"), "real_videos": ckpt.get("videos"),
                  "evaluation": "the held-out synthetic set (cotracker3.synthetic.EVAL_TIERS, eval_seed)"},
         "initialised_from": parent,
+        "visibility_threshold": (calibration or {}).get("threshold"),
+        "calibration": calibration,
         "metrics": metrics or {},
         "command": command,
         "wall_time_s": wall_time_s,

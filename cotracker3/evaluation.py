@@ -90,7 +90,8 @@ def load_tracker(spec: str, *, device: str | torch.device = "cpu", iters: int = 
     return OnlinePredictor(model, iters=iters, dtype=dtype), label
 
 
-def run_tracker(tracker, video: np.ndarray, queries: np.ndarray, backward: bool) -> tuple[np.ndarray, np.ndarray]:
+def run_tracker(tracker, video: np.ndarray, queries: np.ndarray, backward: bool, *,
+                with_score: bool = False) -> tuple[np.ndarray, ...]:
     """Track query points through a video with any tracker of the predictor API.
 
     Args:
@@ -100,9 +101,13 @@ def run_tracker(tracker, video: np.ndarray, queries: np.ndarray, backward: bool)
         queries: ``(Q, 3)`` float32 ``(t, x, y)``, pixels of ``video``.
         backward: also track backwards from each query frame (offline trackers;
             an online tracker cannot and leaves earlier frames at the query).
+        with_score: also return the soft visibility the tracker thresholds
+            (``TrackingResult.visibility_score``; the hard visibility as 0/1 for
+            trackers without one).
 
     Returns:
-        ``tracks`` ``(T, Q, 2)`` float32 pixels and ``visibility`` ``(T, Q)`` bool.
+        ``tracks`` ``(T, Q, 2)`` float32 pixels and ``visibility`` ``(T, Q)`` bool,
+        and with ``with_score`` the ``(T, Q)`` float32 score.
     """
     frames = torch.from_numpy(np.ascontiguousarray(video)).permute(0, 3, 1, 2)[None]
     q = torch.from_numpy(np.asarray(queries, np.float32))[None]
@@ -114,7 +119,10 @@ def run_tracker(tracker, video: np.ndarray, queries: np.ndarray, backward: bool)
     else:
         out = tracker(frames, queries=q, backward_tracking=backward)
     res = out.numpy()
-    return res["tracks"].astype(np.float32), res["visibility"].astype(bool)
+    tracks, vis = res["tracks"].astype(np.float32), res["visibility"].astype(bool)
+    if not with_score:
+        return tracks, vis
+    return tracks, vis, res.get("visibility_score", vis).astype(np.float32)
 
 
 # --------------------------------------------------------------------------
@@ -285,3 +293,93 @@ def evaluate(
         if progress is not None:
             progress(name, i)
     return report
+
+
+# --------------------------------------------------------------------------
+# Visibility threshold
+# --------------------------------------------------------------------------
+
+CALIBRATION_STREAM = 9001
+"""Seed of the training-scene stream (:func:`cotracker3.synthetic.training_scene`)
+whose scenes choose a model's visibility threshold: not the held-out set, and
+not the streams ``track3d train`` draws from by default (seed 0)."""
+
+CALIBRATION_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
+"""Candidate thresholds, 0.05 to 0.95."""
+
+
+@dataclass
+class Calibration:
+    """The visibility threshold a model scores best with, and the evidence.
+
+    Attributes:
+        threshold: the candidate with the highest mean AJ on the calibration scenes.
+        table: ``{threshold: {"average_jaccard": ..., "occlusion_accuracy": ...}}``
+            (fractions, means over the scenes) for every candidate.
+        scenes: names of the scenes used.
+    """
+
+    threshold: float
+    table: dict[float, dict[str, float]]
+    scenes: list[str]
+
+    def to_json(self) -> dict:
+        return {"threshold": self.threshold, "scenes": self.scenes, "stream_seed": CALIBRATION_STREAM,
+                "table": {f"{t:.2f}": {k: round(v, 4) for k, v in m.items()} for t, m in self.table.items()}}
+
+
+def calibration_videos(num: int = 12, seed: int = CALIBRATION_STREAM) -> Iterator[EvalVideo]:
+    """Scenes of a training stream (camera, objects and speeds drawn per scene, as for
+    training) to choose a threshold on, never the held-out evaluation set."""
+    for i in range(num):
+        yield scene_to_video(synthetic.training_scene(seed, i))
+
+
+def calibrate_visibility(tracker, videos: Iterable[EvalVideo],
+                         thresholds: Iterable[float] = CALIBRATION_THRESHOLDS) -> Calibration:
+    """Choose the threshold on a tracker's soft visibility that maximises mean AJ.
+
+    A threshold is part of a trained model: the published models use 0.9
+    (offline) and 0.6 (online), but a model trained for less time is less sure
+    of itself and may score better with another. Each video is tracked once
+    (``'first'`` queries, at the evaluation resolution) and scored at every
+    candidate threshold.
+
+    Args:
+        tracker: a :class:`Predictor` or :class:`OnlinePredictor`.
+        videos: scenes with ground truth, disjoint from any set the model will be
+            judged on (:func:`calibration_videos`).
+        thresholds: candidates in ``(0, 1)``.
+
+    Returns:
+        :class:`Calibration`.
+
+    Raises:
+        DatasetError: no video could be scored.
+    """
+    thresholds = sorted(float(t) for t in thresholds)
+    scores: dict[float, list[dict[str, float]]] = {t: [] for t in thresholds}
+    names = []
+    for video in videos:
+        v = resize_to_eval(video)
+        try:
+            queries, _ = tapvid.tapvid_queries(v.visibility, v.tracks, "first")
+        except DatasetError as exc:
+            logger.warning("calibration: skipping %s: %s", video.name, exc)
+            continue
+        tracks, _, score = run_tracker(tracker, v.video, queries, backward=False, with_score=True)
+        try:
+            per_threshold = {t: tapvid.evaluate_tracks(v.tracks, v.visibility, tracks, score > t, "first")
+                             for t in thresholds}
+        except DatasetError as exc:  # no scored frame: the video counts for no threshold
+            logger.warning("calibration: skipping %s: %s", video.name, exc)
+            continue
+        for t, m in per_threshold.items():
+            scores[t].append(m)
+        names.append(video.name)
+    if not names:
+        raise DatasetError("no calibration video could be scored")
+    table = {t: {k: float(np.mean([m[k] for m in ms])) for k in ("average_jaccard", "occlusion_accuracy")}
+             for t, ms in scores.items()}
+    best = max(thresholds, key=lambda t: table[t]["average_jaccard"])
+    return Calibration(best, table, names)

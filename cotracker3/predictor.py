@@ -143,6 +143,9 @@ class TrackingResult:
         queries: ``(B, N, 3)`` float32 ``(t, x, y)`` the tracks started from.
         start_frame: video frame index of ``tracks[:, 0]`` (0 unless an online
             predictor with ``keep_history=False`` dropped older frames).
+        visibility_score: ``(B, T, N)`` float32 in ``[0, 1]``, the soft visibility
+            that ``visibility`` thresholds (the visibility probability offline,
+            visibility x confidence online), or None for trackers without one.
     """
 
     tracks: Tensor
@@ -150,19 +153,24 @@ class TrackingResult:
     confidence: Tensor
     queries: Tensor
     start_frame: int = 0
+    visibility_score: Tensor | None = None
 
     def __iter__(self):
         # ``tracks, visibility = predictor(...)`` as with the reference predictors.
         return iter((self.tracks, self.visibility))
 
     def numpy(self, batch: int = 0) -> dict[str, np.ndarray]:
-        """Unbatched numpy arrays of one batch element (the public convention)."""
-        return {
+        """Unbatched numpy arrays of one batch element (the public convention);
+        ``visibility_score`` only where the tracker gives one."""
+        out = {
             "tracks": self.tracks[batch].float().cpu().numpy(),
             "visibility": self.visibility[batch].cpu().numpy(),
             "confidence": self.confidence[batch].float().cpu().numpy(),
             "queries": self.queries[batch].float().cpu().numpy(),
         }
+        if self.visibility_score is not None:
+            out["visibility_score"] = self.visibility_score[batch].float().cpu().numpy()
+        return out
 
 
 # --------------------------------------------------------------------------
@@ -311,8 +319,8 @@ def resize_frames(video: Tensor, size: tuple[int, int], chunk: int = 8) -> Tenso
 class _PredictorBase:
     """What both predictors share: the model, its resolution, iterations, threshold."""
 
-    def __init__(self, model: CoTracker3, kind: type, iters: int, visibility_threshold: float,
-                 dtype: torch.dtype = torch.float32):
+    def __init__(self, model: CoTracker3, kind: type, iters: int, visibility_threshold: float | None,
+                 default_threshold: float, dtype: torch.dtype = torch.float32):
         if dtype not in PRECISIONS:
             raise ValueError(f"dtype must be one of {', '.join(map(str, PRECISIONS))}, got {dtype}")
         if not isinstance(model, kind):
@@ -325,7 +333,9 @@ class _PredictorBase:
             raise InputError("float16 runs on a GPU only; use bfloat16 on a CPU")
         self.model = model.eval()
         self.iters = iters
-        self.visibility_threshold = visibility_threshold
+        if visibility_threshold is None:  # the model's own (calibrated) threshold, else the reference's
+            visibility_threshold = getattr(model, "visibility_threshold", None) or default_threshold
+        self.visibility_threshold = float(visibility_threshold)
         self.interp_shape = tuple(model.model_resolution)
         self.dtype = dtype
 
@@ -367,7 +377,9 @@ class Predictor(_PredictorBase):
     Args:
         model: an offline model with weights loaded (put on the device you want).
         iters: refinement iterations (6, as the published predictor).
-        visibility_threshold: visibility probability above which a point is visible.
+        visibility_threshold: visibility probability above which a point is visible
+            (default: the model's ``visibility_threshold`` attribute where it has one,
+            as the embedded model does, else :data:`OFFLINE_VISIBILITY_THRESHOLD`).
         support_grid_size: side of the extra grid tracked with user queries.
         dtype: arithmetic precision: ``torch.float32`` (default), ``torch.bfloat16``
             (mixed precision on CPU or GPU: about twice as fast on CPUs with bfloat16
@@ -384,11 +396,11 @@ class Predictor(_PredictorBase):
         self,
         model: CoTracker3Offline,
         iters: int = 6,
-        visibility_threshold: float = OFFLINE_VISIBILITY_THRESHOLD,
+        visibility_threshold: float | None = None,
         support_grid_size: int = SUPPORT_GRID_SIZE,
         dtype: torch.dtype = torch.float32,
     ):
-        super().__init__(model, CoTracker3Offline, iters, visibility_threshold, dtype)
+        super().__init__(model, CoTracker3Offline, iters, visibility_threshold, OFFLINE_VISIBILITY_THRESHOLD, dtype)
         self.support_grid_size = support_grid_size
 
     @torch.no_grad()
@@ -498,7 +510,8 @@ class Predictor(_PredictorBase):
             logger.info("dense tracking: batch %d / %d (%d points)", offset + 1, step * step, q.shape[1])
             results.append(self._sparse(video, q.expand(B, -1, -1), False, backward))
         return TrackingResult(*(torch.cat([getattr(r, k) for r in results], dim=2 if k != "queries" else 1)
-                                for k in ("tracks", "visibility", "confidence", "queries")))
+                                for k in ("tracks", "visibility", "confidence", "queries")),
+                              visibility_score=torch.cat([r.visibility_score for r in results], 2))
 
     def _sparse(
         self,
@@ -540,11 +553,12 @@ class Predictor(_PredictorBase):
         tracks[b, t, n] = q[..., 1:]
         visible[b, t, n] = True
         conf[b, t, n] = 1.0
+        vis[b, t, n] = 1.0
 
         back = _scale(self.interp_shape, (H, W), tracks)
         q_out = q.clone()
         q_out[..., 1:] *= back
-        return TrackingResult(tracks * back, visible, conf, q_out)
+        return TrackingResult(tracks * back, visible, conf, q_out, visibility_score=vis)
 
     def _merge_backward(self, reversed_pyramid, q, tracks, vis, conf):
         """Replace each track before its query frame by a run on the time-reversed features."""
@@ -582,7 +596,8 @@ class OnlinePredictor(_PredictorBase):
     Args:
         model: an online model with weights loaded.
         iters: refinement iterations per window (6, as the published predictor).
-        visibility_threshold: threshold on visibility x confidence.
+        visibility_threshold: threshold on visibility x confidence (default: the
+            model's ``visibility_threshold`` attribute, else :data:`ONLINE_VISIBILITY_THRESHOLD`).
         keep_history: keep and return tracks for every frame seen (default) or
             only for the frames finalised by the latest call.
         dtype: arithmetic precision, as :class:`Predictor`'s.
@@ -592,11 +607,11 @@ class OnlinePredictor(_PredictorBase):
         self,
         model: CoTracker3Online,
         iters: int = 6,
-        visibility_threshold: float = ONLINE_VISIBILITY_THRESHOLD,
+        visibility_threshold: float | None = None,
         keep_history: bool = True,
         dtype: torch.dtype = torch.float32,
     ):
-        super().__init__(model, CoTracker3Online, iters, visibility_threshold, dtype)
+        super().__init__(model, CoTracker3Online, iters, visibility_threshold, ONLINE_VISIBILITY_THRESHOLD, dtype)
         self.keep_history = keep_history
         self.step = model.step
         self.window_len = model.window_len
@@ -766,6 +781,7 @@ class OnlinePredictor(_PredictorBase):
             torch.cat([p.confidence for p in parts], 1),
             parts[0].queries,
             parts[0].start_frame,
+            torch.cat([p.visibility_score for p in parts], 1),
         )
 
     # -- internals -------------------------------------------------------------
@@ -814,12 +830,13 @@ class OnlinePredictor(_PredictorBase):
         vis, conf = out.vis[:, :, :n], out.conf[:, :, :n]
         q = self._state.queries[:, :n].clone()
         q[..., 1:] *= _scale(self.interp_shape, (H, W), q)
-        return TrackingResult(tracks, vis * conf > self.visibility_threshold, conf, q, start)
+        score = vis * conf
+        return TrackingResult(tracks, score > self.visibility_threshold, conf, q, start, score)
 
 
 def _slice_frames(r: TrackingResult, a: int, b: int) -> TrackingResult:
     return TrackingResult(r.tracks[:, a:b], r.visibility[:, a:b], r.confidence[:, a:b], r.queries,
-                          r.start_frame + a)
+                          r.start_frame + a, r.visibility_score[:, a:b])
 
 
 def _as_chunk(frames) -> Tensor:

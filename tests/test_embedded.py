@@ -54,6 +54,39 @@ def test_export_and_load(run, shipped):
     assert not model.training
 
 
+def test_the_calibrated_threshold_travels_with_the_model(run, tmp_path, monkeypatch):
+    from cotracker3.predictor import OFFLINE_VISIBILITY_THRESHOLD, Predictor
+
+    monkeypatch.setenv("TRACK3D_EMBEDDED_DIR", str(tmp_path / "calibrated"))
+    embedded.export(run, calibration={"threshold": 0.45, "table": {}})
+    assert embedded.provenance()["visibility_threshold"] == 0.45
+    assert Predictor(cotracker3.from_pretrained("embedded")).visibility_threshold == 0.45
+    monkeypatch.setenv("TRACK3D_EMBEDDED_DIR", str(tmp_path / "uncalibrated"))
+    embedded.export(run)
+    assert embedded.provenance()["visibility_threshold"] is None
+    assert Predictor(cotracker3.from_pretrained("embedded")).visibility_threshold == OFFLINE_VISIBILITY_THRESHOLD
+
+
+def test_export_command_calibrates_then_evaluates_with_the_threshold(run, tmp_path, monkeypatch):
+    from cotracker3 import evaluation, training
+    from track3d import cli
+
+    scene = dict(num_frames=6, height=64, width=64, num_points=32, supersample=1)
+    monkeypatch.setattr(evaluation, "calibration_videos", lambda: [evaluation.scene_to_video(
+        synthetic.training_scene(evaluation.CALIBRATION_STREAM, 0, synthetic.SceneConfig(**scene)))])
+    seen = []
+
+    def evaluate_model(model, videos_per_tier):
+        seen.append(model.visibility_threshold)
+        return {"mean": {"average_jaccard": 12.5}}
+
+    monkeypatch.setattr(training, "evaluate_model", evaluate_model)
+    cli._export_embedded(str(run), str(tmp_path / "out"))
+    record = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    assert record["visibility_threshold"] == record["calibration"]["threshold"] == seen[0]
+    assert len(record["calibration"]["table"]) == 19 and record["metrics"]["mean"]["average_jaccard"] == 12.5
+
+
 def test_run_model_is_the_trained_one(run):
     from cotracker3.training import load_run_model
 

@@ -220,3 +220,42 @@ def test_eval_wrong_structure_file(tmp_path, capsys):
     bad = tmp_path / "bad.pkl"
     bad.write_bytes(pickle.dumps({"v": {"video": np.zeros((2, 4, 4, 3), np.uint8)}}))
     _user_error(main(["-q", "eval", str(bad), "--tracker", "baseline"]), capsys, "bad.pkl")
+
+
+class ScoredOracle(Oracle):
+    """The ground-truth tracks, with a soft visibility of 0.3 where the point is visible and 0.1 where not."""
+
+    def __call__(self, frames, queries=None, backward_tracking=False, **_):
+        r = super().__call__(frames, queries, backward_tracking)
+        r.visibility_score = torch.where(r.visibility, 0.3, 0.1)
+        return r
+
+
+def test_calibration_picks_a_threshold_between_the_scores(scene):
+    # Thresholds 0.10 to 0.25 separate the scores exactly: AJ = OA = 1 (positions are
+    # exact). At 0.30 and above every point reads occluded: AJ = 0. At 0.05 every point
+    # reads visible: OA is the visible share of the scored frames, below 1.
+    video = evaluation.scene_to_video(scene)
+    v = evaluation.resize_to_eval(video)
+    cal = evaluation.calibrate_visibility(ScoredOracle(v, "first"), [video])
+    assert cal.threshold == 0.1  # the first of the best
+    for t in (0.1, 0.15, 0.2, 0.25):
+        assert cal.table[t] == {"average_jaccard": pytest.approx(1.0), "occlusion_accuracy": pytest.approx(1.0)}
+    for t in (0.3, 0.5, 0.95):
+        assert cal.table[t]["average_jaccard"] == 0.0
+    assert cal.table[0.05]["occlusion_accuracy"] < 1.0
+    assert cal.scenes == [video.name]
+    record = cal.to_json()
+    assert record["threshold"] == 0.1 and record["table"]["0.10"]["average_jaccard"] == 1.0
+
+
+def test_calibration_skips_videos_without_visible_points_and_needs_one(scene):
+    video = evaluation.scene_to_video(scene)
+    blind = EvalVideo("blind", video.video, video.tracks, np.zeros_like(video.visibility))
+    with pytest.raises(cotracker3.DatasetError, match="no calibration video"):
+        evaluation.calibrate_visibility(ScoredOracle(evaluation.resize_to_eval(video), "first"), [blind])
+
+
+def test_calibration_videos_are_not_the_held_out_set():
+    names = [v.name for v in evaluation.calibration_videos(2)]
+    assert names == [f"train/{evaluation.CALIBRATION_STREAM}/0", f"train/{evaluation.CALIBRATION_STREAM}/1"]

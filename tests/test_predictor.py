@@ -79,6 +79,30 @@ def test_tracking_result_unpacks_and_numpy():
     assert arrays["visibility"].dtype == np.bool_ and arrays["queries"].shape == (4, 3)
 
 
+def test_visibility_is_the_thresholded_score_and_the_threshold_can_come_from_the_model(online_model):
+    video = random_video(6)
+    model = small_model("offline")
+    out = Predictor(model, iters=2)(video, queries=QUERIES)
+    assert out.visibility_score.shape == out.visibility.shape and out.visibility_score.dtype == torch.float32
+    assert Predictor(model).visibility_threshold == cotracker3.predictor.OFFLINE_VISIBILITY_THRESHOLD
+    t, n = QUERIES[:, 0].long(), torch.arange(4)
+    assert (out.visibility_score[0, t, n] == 1).all()  # the query frame is visible for sure
+    for threshold in (0.3, 0.7):
+        out = Predictor(model, iters=2, visibility_threshold=threshold)(video, queries=QUERIES)
+        assert torch.equal(out.visibility, out.visibility_score > threshold)
+    model.visibility_threshold = 0.35  # a calibrated model (the embedded one) brings its own
+    assert Predictor(model).visibility_threshold == 0.35
+    assert Predictor(model, visibility_threshold=0.8).visibility_threshold == 0.8
+    online = OnlinePredictor(online_model, iters=1)
+    assert online.visibility_threshold == cotracker3.predictor.ONLINE_VISIBILITY_THRESHOLD
+    online.start(queries=ONLINE_QUERIES[:2], frame_size=(40, 32))
+    online.push(random_video(10)[0])
+    res = online.finish()
+    assert res.visibility_score.shape == res.visibility.shape
+    assert torch.equal(res.visibility, res.visibility_score > online.visibility_threshold)
+    assert "visibility_score" in res.numpy()
+
+
 # --------------------------------------------------------------------------- Predictor: queries
 
 

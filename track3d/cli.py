@@ -382,15 +382,24 @@ def _run_training(args: argparse.Namespace, label: str, run) -> int:
 
 
 def _export_embedded(run_dir: str, dest: str | None) -> None:
-    """Evaluate a finished run on the synthetic set (5 scenes per tier) and write it as the embedded model."""
+    """Choose a finished run's visibility threshold on calibration scenes, evaluate it on the
+    synthetic set (5 scenes per tier) with that threshold, and write it as the embedded model."""
     import shlex
 
     from cotracker3 import embedded
+    from cotracker3.evaluation import calibrate_visibility, calibration_videos
+    from cotracker3.predictor import Predictor
     from cotracker3.training import evaluate_model, load_run_model
 
-    print("evaluating on the synthetic set for the provenance record ...", file=sys.stderr)
-    metrics = evaluate_model(load_run_model(run_dir), videos_per_tier=5)
-    dest = embedded.export(run_dir, dest, metrics=metrics, command=shlex.join(["track3d", *sys.argv[1:]]))
+    model = load_run_model(run_dir)
+    print("choosing the visibility threshold on calibration scenes ...", file=sys.stderr)
+    calibration = calibrate_visibility(Predictor(model), calibration_videos())
+    model.visibility_threshold = calibration.threshold
+    print(f"visibility threshold {calibration.threshold}; evaluating on the synthetic set for the provenance "
+          "record ...", file=sys.stderr)
+    metrics = evaluate_model(model, videos_per_tier=5)
+    dest = embedded.export(run_dir, dest, metrics=metrics, command=shlex.join(["track3d", *sys.argv[1:]]),
+                           calibration=calibration.to_json())
     print(f"wrote the embedded model to {dest} (mean AJ {metrics.get('mean', {}).get('average_jaccard')})")
 
 
