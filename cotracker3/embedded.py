@@ -67,13 +67,14 @@ def load() -> torch.nn.Module:
 
     from cotracker3.model import CoTracker3Offline
 
-    model = CoTracker3Offline(**provenance()["architecture"])
+    record = provenance()
+    model = CoTracker3Offline(**record["architecture"])
     try:
         state = {k: v.float() for k, v in load_file(str(weights_dir() / WEIGHTS_FILE)).items()}
         model.load_state_dict(state)
     except Exception as exc:  # safetensors and torch raise many types: all mean a damaged file
         raise CheckpointError(f"the embedded model in {weights_dir()} is damaged: {exc}") from None
-    threshold = provenance().get("visibility_threshold")
+    threshold = record.get("visibility_threshold")
     if threshold is not None:  # predictors built on the model use its calibrated threshold
         model.visibility_threshold = float(threshold)
     return model.eval()

@@ -334,7 +334,9 @@ class _PredictorBase:
         self.model = model.eval()
         self.iters = iters
         if visibility_threshold is None:  # the model's own (calibrated) threshold, else the reference's
-            visibility_threshold = getattr(model, "visibility_threshold", None) or default_threshold
+            visibility_threshold = getattr(model, "visibility_threshold", None)
+        if visibility_threshold is None:
+            visibility_threshold = default_threshold
         self.visibility_threshold = float(visibility_threshold)
         self.interp_shape = tuple(model.model_resolution)
         self.dtype = dtype
