@@ -697,8 +697,62 @@ class CoTracker3(nn.Module):
             raise ValueError("queries is empty: the model needs at least one point to track")
 
 
+INITIALISATIONS = (None, "baseline")
+"""How an offline model starts its refinement: ``None`` (the published models: every
+frame at the query position, visibility and confidence logits 0) or ``"baseline"``
+(the tracks and visibility of the Lucas-Kanade baseline, which the model refines)."""
+
+#: Initial visibility logit of a point the baseline sees (minus it: one it lost).
+BASELINE_VIS_LOGIT = 2.0
+
+
 class CoTracker3Offline(CoTracker3):
-    """CoTracker3 that sees the whole video in one window (``window_len=60`` published)."""
+    """CoTracker3 that sees the whole video in one window (``window_len=60`` published).
+
+    Args:
+        initialisation: where the iterative refinement starts. ``None`` (default,
+            the published models): every frame at the query position. ``"baseline"``:
+            at the tracks of the classical Lucas-Kanade tracker
+            (:class:`cotracker3.baseline.LucasKanadeTracker`, both directions of time),
+            with initial visibility logits of ``+-BASELINE_VIS_LOGIT`` where it sees or
+            lost the point. A small model trained briefly then spends its capacity on
+            correcting the classical tracks (occlusions, drift, lost points) instead of
+            first learning to follow texture; the trained embedded model is built so.
+            Not a weight: it is part of the architecture record
+            (``provenance.json``, a run's configuration).
+        **kwargs: the sizes of :class:`CoTracker3`.
+    """
+
+    def __init__(self, *args, initialisation: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if initialisation not in INITIALISATIONS:
+            raise ValueError(f"initialisation must be one of {INITIALISATIONS}, got {initialisation!r}")
+        self.initialisation = initialisation
+
+    @torch.no_grad()
+    def initial_tracks(self, video: Tensor, queries: Tensor) -> tuple[Tensor, Tensor] | None:
+        """Where refinement starts for :attr:`initialisation` ``"baseline"`` (else None).
+
+        Args:
+            video: ``(B, T, 3, H, W)`` 0..255, any size (the baseline tracks it as given).
+            queries: ``(B, N, 3)`` ``(t, x, y)`` in pixels of ``video``.
+
+        Returns:
+            ``(coords (B, T, N, 2)`` pixels of ``video``, ``vis (B, T, N)`` logits), on the
+            queries' device, float32.
+        """
+        if self.initialisation is None:
+            return None
+        from cotracker3.baseline import LucasKanadeTracker
+
+        H, W = video.shape[-2:]
+        q = queries.detach().float().cpu().clone()
+        q[..., 0] = q[..., 0].round()
+        q[..., 1] = q[..., 1].clamp(0, W - 1)
+        q[..., 2] = q[..., 2].clamp(0, H - 1)
+        out = LucasKanadeTracker()(video.detach().cpu(), queries=q, backward_tracking=True)
+        vis = torch.where(out.visibility, BASELINE_VIS_LOGIT, -BASELINE_VIS_LOGIT)
+        return out.tracks.float().to(queries.device), vis.float().to(queries.device)
 
     def forward(self, video: Tensor, queries: Tensor, iters: int = 4) -> ModelOutput:
         """Track queries through a whole video.
@@ -717,9 +771,11 @@ class CoTracker3Offline(CoTracker3):
     def forward_train(self, video: Tensor, queries: Tensor, iters: int = 4) -> list[ModelOutput]:
         """Like :meth:`forward`, returning every iteration's output (for the losses)."""
         self.check_inputs(video, queries)
-        return self.track_features(self.encode(video), queries, iters)
+        init = self.initial_tracks(video, queries)
+        return self.track_features(self.encode(video), queries, iters, init=init)
 
-    def track_features(self, pyramid: list[Tensor], queries: Tensor, iters: int = 4) -> list[ModelOutput]:
+    def track_features(self, pyramid: list[Tensor], queries: Tensor, iters: int = 4,
+                       init: tuple[Tensor, Tensor] | None = None) -> list[ModelOutput]:
         """:meth:`forward_train` from a feature pyramid (:meth:`encode`) instead of frames.
 
         A caller that encodes the frames itself (chunk by chunk from its own
@@ -729,6 +785,9 @@ class CoTracker3Offline(CoTracker3):
             pyramid: per level ``(B, T, h, w, C)``.
             queries: ``(B, N, 3)`` float ``(t, x, y)``, pixels of the encoded frames.
             iters: refinement iterations.
+            init: optional ``(coords (B, T, N, 2)`` pixels of the encoded frames,
+                ``vis (B, T, N)`` logits``)`` to start refining from (:meth:`initial_tracks`);
+                default: the query position in every frame, logits 0.
 
         Returns:
             Every iteration's :class:`ModelOutput`.
@@ -739,9 +798,15 @@ class CoTracker3Offline(CoTracker3):
         frames = queries[..., 0].long()
         qxy = queries[..., 1:].float() / self.stride
         support = self.query_features(pyramid, frames, qxy)
-        coords = qxy[:, None].expand(B, T, N, 2)
         zeros = qxy.new_zeros(B, T, N)
-        steps = self.refine(pyramid, support, coords, zeros, zeros, iters)
+        if init is None:
+            coords, vis = qxy[:, None].expand(B, T, N, 2), zeros
+        else:
+            coords, vis = init[0].to(qxy.dtype) / self.stride, init[1].to(qxy.dtype)
+            if coords.shape != (B, T, N, 2) or vis.shape != (B, T, N):
+                raise ValueError(f"init must be ({(B, T, N, 2)}, {(B, T, N)}), got "
+                                 f"({tuple(coords.shape)}, {tuple(vis.shape)})")
+        steps = self.refine(pyramid, support, coords, vis, zeros, iters)
         return [ModelOutput(c * self.stride, v.sigmoid(), k.sigmoid()) for c, v, k in steps]
 
 

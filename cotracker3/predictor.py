@@ -536,14 +536,15 @@ class Predictor(_PredictorBase):
             q = torch.cat([q, grid], dim=1)
 
         # Frames are resized as they are encoded; the pyramid serves both directions of time.
+        init = self._initial_tracks(video, q)
         with self._precision():
             pyramid = self.model.encode(video, transform=self._to_model_frames)
-        out = self._run(self.model.track_features, pyramid, q, iters=self.iters)[-1]
+        out = self._run(self.model.track_features, pyramid, q, iters=self.iters, init=init)[-1]
         tracks, vis, conf = out.coords, out.vis, out.conf
         if backward:
             for i, level in enumerate(pyramid):  # reversed in time, one level at a time
                 pyramid[i] = level.flip(1)
-            tracks, vis, conf = self._merge_backward(pyramid, q, tracks, vis, conf)
+            tracks, vis, conf = self._merge_backward(pyramid, q, tracks, vis, conf, init)
         del pyramid
         tracks, vis, conf, q = tracks[:, :, :n_user], vis[:, :, :n_user], conf[:, :, :n_user], q[:, :n_user]
         visible = vis > self.visibility_threshold
@@ -562,12 +563,26 @@ class Predictor(_PredictorBase):
         q_out[..., 1:] *= back
         return TrackingResult(tracks * back, visible, conf, q_out, visibility_score=vis)
 
-    def _merge_backward(self, reversed_pyramid, q, tracks, vis, conf):
+    def _initial_tracks(self, video: Tensor, q: Tensor) -> tuple[Tensor, Tensor] | None:
+        """The model's starting tracks (:meth:`CoTracker3Offline.initial_tracks`) for queries
+        ``q`` in model pixels, from the caller's frames, in model pixels; None for a model
+        that starts from its queries."""
+        if getattr(self.model, "initialisation", None) is None:
+            return None
+        H, W = video.shape[-2:]
+        q_video = q.clone()
+        q_video[..., 1:] *= _scale(self.interp_shape, (H, W), q)
+        coords, vis = self.model.initial_tracks(video, q_video)
+        return coords * _scale((H, W), self.interp_shape, coords), vis
+
+    def _merge_backward(self, reversed_pyramid, q, tracks, vis, conf, init=None):
         """Replace each track before its query frame by a run on the time-reversed features."""
         T = reversed_pyramid[0].shape[1]
         rq = q.clone()
         rq[..., 0] = T - 1 - rq[..., 0]
-        rev = self._run(self.model.track_features, reversed_pyramid, rq, iters=self.iters)[-1]
+        if init is not None:
+            init = (init[0].flip(1), init[1].flip(1))
+        rev = self._run(self.model.track_features, reversed_pyramid, rq, iters=self.iters, init=init)[-1]
         before = torch.arange(T, device=q.device)[None, :, None] < q[:, None, :, 0]
         tracks = torch.where(before[..., None], rev.coords.flip(1), tracks)
         vis = torch.where(before, rev.vis.flip(1), vis)

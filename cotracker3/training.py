@@ -222,6 +222,16 @@ def load_run_model(run_dir: str | Path) -> CoTracker3Offline | CoTracker3Online:
     return model.eval()
 
 
+def run_architecture(weights: str | Path) -> dict | None:
+    """The model sizes (:class:`CoTracker3Offline` keyword arguments, ``initialisation``
+    included) recorded by the run whose ``model.pt`` is ``weights``, or None when
+    ``weights`` is not in a run folder."""
+    ckpt_path = Path(weights).expanduser().parent / CHECKPOINT
+    if not ckpt_path.is_file():
+        return None
+    return dict(_load_checkpoint(ckpt_path)["config"]["model"])
+
+
 def evaluate_model(model, videos_per_tier: int, iters: int = 6) -> dict:
     """AJ, delta_avg and OA (percent) per tier and overall on the held-out synthetic set."""
     from cotracker3.evaluation import evaluate, synthetic_videos

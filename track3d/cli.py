@@ -168,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--size", choices=("small", "published"), default="small",
                     help="model sizes: 'small' (about 2.6 M parameters, CPU-trainable) or the published ones")
     tr.add_argument("--init", metavar="CKPT", help="start from these weights")
+    tr.add_argument("--init-tracks", choices=("query", "baseline"), default="query",
+                    help="where the model's refinement starts: 'query' (the published models: every frame at "
+                    "the query point) or 'baseline' (the Lucas-Kanade baseline's tracks and visibility, which "
+                    "the model learns to correct; the embedded model is trained so) (default: query)")
     tr.add_argument("--eval-every", type=int, default=0, help="evaluate on the synthetic set every N steps (0: never)")
     tr.add_argument("--still-prob", type=float, default=0.25, metavar="P",
                     help="share of clips whose augmentation keeps scale and crop still, so still cameras stay "
@@ -356,9 +360,14 @@ def _checkpoint_on_sigterm() -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``track3d train``: supervised training on the synthetic engine, resumable."""
-    from cotracker3.training import SMALL_MODEL, TrainConfig, train
+    from cotracker3.training import SMALL_MODEL, TrainConfig, TrainingError, train
 
     model = dict(SMALL_MODEL) if args.size == "small" else dict(model_resolution=(256, 256), window_len=24)
+    if args.init_tracks == "baseline":
+        if args.online:
+            raise TrainingError("--init-tracks baseline is for the offline model; the online model starts each "
+                             "window from the last one")
+        model["initialisation"] = "baseline"
     config = TrainConfig(steps=args.steps, lr=args.lr, num_points=args.points, iters=args.iters, model=model,
                          init=args.init, eval_every=args.eval_every, seed=args.seed, bf16=args.bf16,
                          online=args.online, augment=dict(still_prob=args.still_prob))
@@ -406,8 +415,11 @@ def _export_embedded(run_dir: str, dest: str | None) -> None:
 def cmd_pseudo_label(args: argparse.Namespace) -> int:
     """``track3d pseudo-label``: real-video fine-tuning from teacher labels, resumable."""
     from cotracker3.pseudo_label import PseudoLabelConfig, finetune
+    from cotracker3.training import SMALL_MODEL, run_architecture
 
-    config = PseudoLabelConfig(steps=args.steps, lr=args.lr, num_points=args.points, clip_len=args.clip_len,
+    # The student keeps the architecture of the run it starts from (sizes, initialisation).
+    model = run_architecture(args.init) or dict(SMALL_MODEL)
+    config = PseudoLabelConfig(model=model, steps=args.steps, lr=args.lr, num_points=args.points, clip_len=args.clip_len,
                                min_clip_len=min(args.clip_len, max(2, args.clip_len // 2)),
                                teachers=args.teacher or ["self", "baseline"], self_refresh=args.self_refresh,
                                init=args.init, seed=args.seed, bf16=args.bf16, eval_every=args.eval_every)
