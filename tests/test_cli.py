@@ -304,7 +304,8 @@ def test_file_that_is_not_a_checkpoint(video, tmp_path, capsys):
     assert_user_error(run(video, "--checkpoint", bad, "--out", out), capsys, out, "weights.pth")
 
 
-def test_no_weights_offline_names_file_url_and_cache(video, tmp_path, capsys):
+def test_no_weights_offline_names_file_url_and_cache(video, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TRACK3D_EMBEDDED_DIR", str(tmp_path / "no-embedded-model"))  # a build that ships none
     out = tmp_path / "out"
     assert_user_error(run(video, "--out", out), capsys, out, "scaled_offline.pth",
                       "https://huggingface.co/facebook/cotracker3", str(tmp_path / "cache"))

@@ -128,7 +128,8 @@ def test_existing_output_is_refused_unless_overwrite(scene, scene_run, capsys):
     assert (out / "summary.json").read_text() == before
 
 
-def test_without_weights_falls_back_to_the_baseline_with_a_warning(scene, tmp_path, caplog):
+def test_without_weights_falls_back_to_the_baseline_with_a_warning(scene, tmp_path, caplog, monkeypatch):
+    monkeypatch.setenv("TRACK3D_EMBEDDED_DIR", str(tmp_path / "no-embedded-model"))  # a build that ships none
     frames = _write_frames(scene.frames[:6], tmp_path / "frames")
     out = tmp_path / "out"
     with caplog.at_level("WARNING", logger="track3d"):
