@@ -77,6 +77,9 @@ def load() -> torch.nn.Module:
     threshold = record.get("visibility_threshold")
     if threshold is not None:  # predictors built on the model use its calibrated threshold
         model.visibility_threshold = float(threshold)
+    iters = record.get("iters")
+    if iters is not None:  # ... and its calibrated number of refinement iterations
+        model.iters = int(iters)
     return model.eval()
 
 
@@ -93,8 +96,9 @@ def export(run_dir: str | Path, dest: str | Path | None = None, *, metrics: dict
             checkpoint recorded, plus that of the run it was initialised from).
         calibration: :meth:`cotracker3.evaluation.Calibration.to_json` of the model:
             its ``threshold`` becomes the embedded model's visibility threshold
-            (``visibility_threshold`` in the provenance; without one, the
-            predictors' defaults apply).
+            (``visibility_threshold`` in the provenance) and its ``iters``, if
+            calibrated, the model's refinement iterations (``iters``); without
+            them, the predictors' defaults apply.
 
     Returns:
         The folder.
@@ -133,6 +137,7 @@ def export(run_dir: str | Path, dest: str | Path | None = None, *, metrics: dict
                  "evaluation": "the held-out synthetic set (cotracker3.synthetic.EVAL_TIERS, eval_seed)"},
         "initialised_from": parent,
         "visibility_threshold": (calibration or {}).get("threshold"),
+        "iters": (calibration or {}).get("iters"),
         "calibration": calibration,
         "metrics": metrics or {},
         "command": command,

@@ -14,6 +14,7 @@ by :func:`cotracker3.tapvid.evaluate_tracks`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -45,7 +46,7 @@ SHORT_KEYS = {"average_jaccard": "AJ", "average_pts_within_thresh": "delta_avg",
 # --------------------------------------------------------------------------
 
 
-def load_tracker(spec: str, *, device: str | torch.device = "cpu", iters: int = 6, download: bool = True,
+def load_tracker(spec: str, *, device: str | torch.device = "cpu", iters: int | None = None, download: bool = True,
                  dtype: torch.dtype = torch.float32):
     """A tracker from a name: ``"baseline"``, a registry name, or a checkpoint path.
 
@@ -56,7 +57,7 @@ def load_tracker(spec: str, *, device: str | torch.device = "cpu", iters: int = 
             :func:`cotracker3.weights.model_from_checkpoint`), or a training
             run folder (its ``model.pt`` with the sizes the run records).
         device: torch device for the model.
-        iters: refinement iterations of the model.
+        iters: refinement iterations of the model (default: the model's own, see :class:`Predictor`).
         download: allow downloading registered weights.
         dtype: the model's arithmetic (see :class:`Predictor`); the baseline ignores it.
 
@@ -307,25 +308,39 @@ not the streams ``track3d train`` draws from by default (seed 0)."""
 CALIBRATION_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
 """Candidate thresholds, 0.05 to 0.95."""
 
+CALIBRATION_ITERS = (1, 2, 3, 4, 6)
+"""Candidate refinement iterations when a model is calibrated for export (the published predictors use 6)."""
+
 
 @dataclass
 class Calibration:
-    """The visibility threshold a model scores best with, and the evidence.
+    """The visibility threshold (and refinement iterations) a model scores best with, and the evidence.
 
     Attributes:
         threshold: the candidate with the highest mean AJ on the calibration scenes.
         table: ``{threshold: {"average_jaccard": ..., "occlusion_accuracy": ...}}``
-            (fractions, means over the scenes) for every candidate.
+            (fractions, means over the scenes) for every candidate, at :attr:`iters`.
         scenes: names of the scenes used.
+        iters: the refinement iterations chosen with it (None: not calibrated, the
+            tracker's own).
+        iters_table: ``{iters: {"threshold": best threshold, "average_jaccard": ...,
+            "occlusion_accuracy": ...}}`` for every candidate number of iterations.
     """
 
     threshold: float
     table: dict[float, dict[str, float]]
     scenes: list[str]
+    iters: int | None = None
+    iters_table: dict[int, dict[str, float]] | None = None
 
     def to_json(self) -> dict:
-        return {"threshold": self.threshold, "scenes": self.scenes, "stream_seed": CALIBRATION_STREAM,
-                "table": {f"{t:.2f}": {k: round(v, 4) for k, v in m.items()} for t, m in self.table.items()}}
+        out = {"threshold": self.threshold, "scenes": self.scenes, "stream_seed": CALIBRATION_STREAM,
+               "table": {f"{t:.2f}": {k: round(v, 4) for k, v in m.items()} for t, m in self.table.items()}}
+        if self.iters is not None:
+            out["iters"] = self.iters
+            out["iters_table"] = {str(i): {k: round(v, 4) for k, v in m.items()}
+                                  for i, m in (self.iters_table or {}).items()}
+        return out
 
 
 def calibration_videos(num: int = 12, seed: int = CALIBRATION_STREAM) -> Iterator[EvalVideo]:
@@ -336,8 +351,10 @@ def calibration_videos(num: int = 12, seed: int = CALIBRATION_STREAM) -> Iterato
 
 
 def calibrate_visibility(tracker, videos: Iterable[EvalVideo],
-                         thresholds: Iterable[float] = CALIBRATION_THRESHOLDS) -> Calibration:
-    """Choose the threshold on a tracker's soft visibility that maximises mean AJ.
+                         thresholds: Iterable[float] = CALIBRATION_THRESHOLDS,
+                         iterations: Iterable[int] | None = None) -> Calibration:
+    """Choose the threshold on a tracker's soft visibility (and optionally its number of
+    refinement iterations) that maximises mean AJ.
 
     A threshold is part of a trained model: the published models use 0.9
     (offline) and 0.6 (online), but a model trained for less time is less sure
@@ -350,6 +367,11 @@ def calibrate_visibility(tracker, videos: Iterable[EvalVideo],
         videos: scenes with ground truth, disjoint from any set the model will be
             judged on (:func:`calibration_videos`).
         thresholds: candidates in ``(0, 1)``.
+        iterations: candidate numbers of refinement iterations (the tracker's ``iters``
+            is set to each in turn, and the videos are tracked once per candidate; it
+            is restored afterwards). A model trained briefly may refine best with
+            fewer iterations than the published 6: each update it makes also moves
+            points that were already right. None: the tracker's own, not calibrated.
 
     Returns:
         :class:`Calibration`.
@@ -357,6 +379,25 @@ def calibrate_visibility(tracker, videos: Iterable[EvalVideo],
     Raises:
         DatasetError: no video could be scored.
     """
+    if iterations is None:
+        return _calibrate_threshold(tracker, videos, thresholds)
+    videos, thresholds, own = list(videos), list(thresholds), tracker.iters
+    per_iters = {}
+    try:
+        for k in sorted({int(k) for k in iterations}):
+            if k < 1:
+                raise ValueError(f"iterations must be at least 1, got {k}")
+            tracker.iters = k
+            per_iters[k] = _calibrate_threshold(tracker, videos, thresholds)
+    finally:
+        tracker.iters = own
+    best = max(per_iters, key=lambda k: per_iters[k].table[per_iters[k].threshold]["average_jaccard"])
+    table = {k: {"threshold": c.threshold, **c.table[c.threshold]} for k, c in per_iters.items()}
+    return dataclasses.replace(per_iters[best], iters=best, iters_table=table)
+
+
+def _calibrate_threshold(tracker, videos: Iterable[EvalVideo], thresholds: Iterable[float]) -> Calibration:
+    """:func:`calibrate_visibility` at the tracker's own iterations."""
     thresholds = sorted(float(t) for t in thresholds)
     scores: dict[float, list[dict[str, float]]] = {t: [] for t in thresholds}
     names = []

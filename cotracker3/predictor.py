@@ -35,6 +35,8 @@ OFFLINE_VISIBILITY_THRESHOLD = 0.9
 """Offline: a point is visible where the visibility probability exceeds this."""
 ONLINE_VISIBILITY_THRESHOLD = 0.6
 """Online: a point is visible where visibility x confidence exceeds this."""
+#: Refinement iterations of a model that does not bring its own (the published predictors' 6).
+DEFAULT_ITERS = 6
 SUPPORT_GRID_SIZE = 6
 """Side of the grid of extra points tracked alongside user queries (then dropped)."""
 DENSE_GRID_SIZE = 80
@@ -319,7 +321,7 @@ def resize_frames(video: Tensor, size: tuple[int, int], chunk: int = 8) -> Tenso
 class _PredictorBase:
     """What both predictors share: the model, its resolution, iterations, threshold."""
 
-    def __init__(self, model: CoTracker3, kind: type, iters: int, visibility_threshold: float | None,
+    def __init__(self, model: CoTracker3, kind: type, iters: int | None, visibility_threshold: float | None,
                  default_threshold: float, dtype: torch.dtype = torch.float32):
         if dtype not in PRECISIONS:
             raise ValueError(f"dtype must be one of {', '.join(map(str, PRECISIONS))}, got {dtype}")
@@ -327,6 +329,8 @@ class _PredictorBase:
             other = "OnlinePredictor" if kind is CoTracker3Offline else "Predictor"
             raise TypeError(f"{type(self).__name__} needs a {kind.__name__} model, got "
                             f"{type(model).__name__}; use {other}")
+        if iters is None:  # the model's own (calibrated) iterations, else the reference's
+            iters = getattr(model, "iters", None) or DEFAULT_ITERS
         if iters < 1:
             raise ValueError(f"iters must be at least 1, got {iters}")
         if dtype == torch.float16 and next(model.parameters()).device.type != "cuda":
@@ -378,7 +382,9 @@ class Predictor(_PredictorBase):
 
     Args:
         model: an offline model with weights loaded (put on the device you want).
-        iters: refinement iterations (6, as the published predictor).
+        iters: refinement iterations (default: the model's ``iters`` attribute where it
+            has one, as the embedded model does, else :data:`DEFAULT_ITERS`, 6, as the
+            published predictor).
         visibility_threshold: visibility probability above which a point is visible
             (default: the model's ``visibility_threshold`` attribute where it has one,
             as the embedded model does, else :data:`OFFLINE_VISIBILITY_THRESHOLD`).
@@ -397,7 +403,7 @@ class Predictor(_PredictorBase):
     def __init__(
         self,
         model: CoTracker3Offline,
-        iters: int = 6,
+        iters: int | None = None,
         visibility_threshold: float | None = None,
         support_grid_size: int = SUPPORT_GRID_SIZE,
         dtype: torch.dtype = torch.float32,
@@ -612,7 +618,8 @@ class OnlinePredictor(_PredictorBase):
 
     Args:
         model: an online model with weights loaded.
-        iters: refinement iterations per window (6, as the published predictor).
+        iters: refinement iterations per window (default: the model's ``iters``
+            attribute, else :data:`DEFAULT_ITERS`, 6, as the published predictor).
         visibility_threshold: threshold on visibility x confidence (default: the
             model's ``visibility_threshold`` attribute, else :data:`ONLINE_VISIBILITY_THRESHOLD`).
         keep_history: keep and return tracks for every frame seen (default) or
@@ -623,7 +630,7 @@ class OnlinePredictor(_PredictorBase):
     def __init__(
         self,
         model: CoTracker3Online,
-        iters: int = 6,
+        iters: int | None = None,
         visibility_threshold: float | None = None,
         keep_history: bool = True,
         dtype: torch.dtype = torch.float32,

@@ -232,8 +232,9 @@ def run_architecture(weights: str | Path) -> dict | None:
     return dict(_load_checkpoint(ckpt_path)["config"]["model"])
 
 
-def evaluate_model(model, videos_per_tier: int, iters: int = 6) -> dict:
-    """AJ, delta_avg and OA (percent) per tier and overall on the held-out synthetic set."""
+def evaluate_model(model, videos_per_tier: int, iters: int | None = None) -> dict:
+    """AJ, delta_avg and OA (percent) per tier and overall on the held-out synthetic set
+    (``iters``: the model's own by default, see :class:`cotracker3.predictor.Predictor`)."""
     from cotracker3.evaluation import evaluate, synthetic_videos
     from cotracker3.predictor import Predictor
 

@@ -67,6 +67,20 @@ def test_the_calibrated_threshold_travels_with_the_model(run, tmp_path, monkeypa
     assert Predictor(cotracker3.from_pretrained("embedded")).visibility_threshold == OFFLINE_VISIBILITY_THRESHOLD
 
 
+def test_the_calibrated_iterations_travel_with_the_model(run, tmp_path, monkeypatch):
+    from cotracker3.predictor import DEFAULT_ITERS, Predictor
+
+    monkeypatch.setenv("TRACK3D_EMBEDDED_DIR", str(tmp_path / "calibrated"))
+    embedded.export(run, calibration={"threshold": 0.45, "iters": 3, "table": {}})
+    assert embedded.provenance()["iters"] == 3
+    model = cotracker3.from_pretrained("embedded")
+    assert Predictor(model).iters == 3 and Predictor(model, iters=5).iters == 5  # an explicit number wins
+    monkeypatch.setenv("TRACK3D_EMBEDDED_DIR", str(tmp_path / "uncalibrated"))
+    embedded.export(run, calibration={"threshold": 0.45, "table": {}})
+    assert embedded.provenance()["iters"] is None
+    assert Predictor(cotracker3.from_pretrained("embedded")).iters == DEFAULT_ITERS == 6
+
+
 def test_export_command_calibrates_then_evaluates_with_the_threshold(run, tmp_path, monkeypatch):
     from cotracker3 import evaluation, training
     from track3d import cli
@@ -77,13 +91,15 @@ def test_export_command_calibrates_then_evaluates_with_the_threshold(run, tmp_pa
     seen = []
 
     def evaluate_model(model, videos_per_tier):
-        seen.append(model.visibility_threshold)
+        seen.append((model.visibility_threshold, model.iters))
         return {"mean": {"average_jaccard": 12.5}}
 
     monkeypatch.setattr(training, "evaluate_model", evaluate_model)
     cli._export_embedded(str(run), str(tmp_path / "out"))
     record = json.loads((tmp_path / "out" / "provenance.json").read_text())
-    assert record["visibility_threshold"] == record["calibration"]["threshold"] == seen[0]
+    assert record["visibility_threshold"] == record["calibration"]["threshold"] == seen[0][0]
+    assert record["iters"] == record["calibration"]["iters"] == seen[0][1]
+    assert sorted(map(int, record["calibration"]["iters_table"])) == list(evaluation.CALIBRATION_ITERS)
     assert len(record["calibration"]["table"]) == 19 and record["metrics"]["mean"]["average_jaccard"] == 12.5
 
 

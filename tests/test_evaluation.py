@@ -249,6 +249,35 @@ def test_calibration_picks_a_threshold_between_the_scores(scene):
     assert record["threshold"] == 0.1 and record["table"]["0.10"]["average_jaccard"] == 1.0
 
 
+class IteratedOracle(ScoredOracle):
+    """Exact after exactly 2 refinement iterations; 3 px off in x per iteration more or fewer."""
+
+    def __init__(self, video, query_mode):
+        super().__init__(video, query_mode)
+        self.iters = 6
+
+    def __call__(self, frames, queries=None, backward_tracking=False, **_):
+        self.shift = np.array([3.0 * abs(self.iters - 2), 0.0], np.float32)
+        return super().__call__(frames, queries, backward_tracking)
+
+
+def test_calibration_over_iterations_picks_the_best_and_restores_the_trackers(scene):
+    video = evaluation.scene_to_video(scene)
+    tracker = IteratedOracle(evaluation.resize_to_eval(video), "first")
+    cal = evaluation.calibrate_visibility(tracker, [video], iterations=(1, 2, 4))
+    assert cal.iters == 2 and cal.threshold == 0.1
+    assert cal.iters_table[2] == {"threshold": 0.1, "average_jaccard": pytest.approx(1.0),
+                                  "occlusion_accuracy": pytest.approx(1.0)}
+    # 3 px off: within 4, 8 and 16 px but not 1 and 2, so AJ = 3/5; 6 px off: within 8 and 16 only.
+    assert cal.iters_table[1]["average_jaccard"] == pytest.approx(0.6)
+    assert cal.iters_table[4]["average_jaccard"] == pytest.approx(0.4)
+    assert cal.table[0.1]["average_jaccard"] == pytest.approx(1.0)  # the table is the chosen iterations'
+    assert len(tracker.calls) == 3 and tracker.iters == 6  # one run per candidate, then its own again
+    record = cal.to_json()
+    assert record["iters"] == 2 and record["iters_table"]["4"]["average_jaccard"] == pytest.approx(0.4, abs=1e-4)
+    assert "iters" not in evaluation.calibrate_visibility(tracker, [video]).to_json()  # not calibrated
+
+
 def test_calibration_skips_videos_without_visible_points_and_needs_one(scene):
     video = evaluation.scene_to_video(scene)
     blind = EvalVideo("blind", video.video, video.tracks, np.zeros_like(video.visibility))

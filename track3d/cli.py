@@ -96,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--videos-per-tier", type=int, default=None, metavar="N",
                    help="synthetic scenes per tier (default: the published set's 5)")
     e.add_argument("--max-videos", type=int, default=None, metavar="N", help="stop after N videos")
-    e.add_argument("--iters", type=int, default=6, help="refinement iterations of the model (default: 6)")
+    e.add_argument("--iters", type=int, default=None,
+                   help="refinement iterations of the model (default: the model's own: 6 for the published "
+                   "models, the calibrated number for the embedded one)")
     e.add_argument("--precision", choices=("float32", "bfloat16", "float16"), default="float32",
                    help="arithmetic of the model: float32 (default), bfloat16 (mixed precision) or float16 (GPU)")
     e.add_argument("--device", default="auto", help="torch device: cpu, cuda, ... or auto (default: auto)")
@@ -396,16 +398,16 @@ def _export_embedded(run_dir: str, dest: str | None) -> None:
     import shlex
 
     from cotracker3 import embedded
-    from cotracker3.evaluation import calibrate_visibility, calibration_videos
+    from cotracker3.evaluation import CALIBRATION_ITERS, calibrate_visibility, calibration_videos
     from cotracker3.predictor import Predictor
     from cotracker3.training import evaluate_model, load_run_model
 
     model = load_run_model(run_dir)
-    print("choosing the visibility threshold on calibration scenes ...", file=sys.stderr)
-    calibration = calibrate_visibility(Predictor(model), calibration_videos())
-    model.visibility_threshold = calibration.threshold
-    print(f"visibility threshold {calibration.threshold}; evaluating on the synthetic set for the provenance "
-          "record ...", file=sys.stderr)
+    print("choosing the visibility threshold and refinement iterations on calibration scenes ...", file=sys.stderr)
+    calibration = calibrate_visibility(Predictor(model), calibration_videos(), iterations=CALIBRATION_ITERS)
+    model.visibility_threshold, model.iters = calibration.threshold, calibration.iters
+    print(f"visibility threshold {calibration.threshold}, {calibration.iters} iterations; evaluating on the "
+          "synthetic set for the provenance record ...", file=sys.stderr)
     metrics = evaluate_model(model, videos_per_tier=5)
     dest = embedded.export(run_dir, dest, metrics=metrics, command=shlex.join(["track3d", *sys.argv[1:]]),
                            calibration=calibration.to_json())
@@ -442,7 +444,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     json_path = Path(args.json) if args.json else None
     if json_path is not None and not json_path.parent.is_dir():
         raise OutputError(f"cannot write {json_path}: folder {json_path.parent} does not exist")
-    if args.iters < 1:
+    if args.iters is not None and args.iters < 1:
         raise Track3DError(f"--iters must be at least 1, got {args.iters}")
     if args.max_videos is not None and args.max_videos < 1:
         raise Track3DError(f"--max-videos must be at least 1, got {args.max_videos}")

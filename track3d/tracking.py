@@ -55,7 +55,8 @@ class TrackOptions:
     end: int | None = _opt(None, "frame of the source video to stop before (default: the end)")
     stride: int = _opt(1, "use every STRIDE-th frame")
     max_side: int | None = _opt(None, "shrink frames so their longer side is at most this many pixels while reading")
-    iters: int = _opt(6, "refinement iterations of the model")
+    iters: int | None = _opt(None, "refinement iterations of the model (default: the model's own: 6 for the "
+                             "published models, the calibrated number for the embedded one)")
     precision: str = _opt(
         "float32", "arithmetic of the model: float32 (exact), bfloat16 (mixed precision: faster on CPUs with "
         "bfloat16 instructions and on GPUs, less memory, tracks within a small fraction of a pixel of float32; "
@@ -223,7 +224,7 @@ def track(
     opts = dataclasses.replace(options or TrackOptions(), **kwargs)
     if opts.queries is None and opts.grid < 1:
         raise QueryError(f"--grid must be a positive number of points per side, got {opts.grid}")
-    if opts.iters < 1:
+    if opts.iters is not None and opts.iters < 1:
         raise Track3DError(f"iters must be at least 1, got {opts.iters}")
     if opts.precision not in ("float32", "bfloat16", "float16"):
         raise Track3DError(f"precision must be float32, bfloat16 or float16, got {opts.precision!r}")
@@ -262,7 +263,7 @@ def track(
         t0 = time.perf_counter()
         frame_hw, n_frames = frames.shape[1:3], len(frames)
         q = None if queries is None else _to_read_pixels(queries, info, frame_hw, n_frames)
-        total = opts.iters * (2 if opts.backward else 1)
+        total = (pred.iters if not baseline else 1) * (2 if opts.backward else 1)
         done = [0]
 
         def on_iter(i, n):
