@@ -226,10 +226,10 @@ def run_architecture(weights: str | Path) -> dict | None:
     """The model sizes (:class:`CoTracker3Offline` keyword arguments, ``initialisation``
     included) recorded by the run whose ``model.pt`` is ``weights``, or None when
     ``weights`` is not in a run folder."""
-    ckpt_path = Path(weights).expanduser().parent / CHECKPOINT
-    if not ckpt_path.is_file():
-        return None
-    return dict(_load_checkpoint(ckpt_path)["config"]["model"])
+    from cotracker3.weights import _training_run_config
+
+    config = _training_run_config(Path(weights).expanduser())
+    return None if config is None else dict(config["model"])
 
 
 def evaluate_model(model, videos_per_tier: int, iters: int | None = None) -> dict:

@@ -368,7 +368,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.init_tracks == "baseline":
         if args.online:
             raise TrainingError("--init-tracks baseline is for the offline model; the online model starts each "
-                             "window from the last one")
+                                "window from the last one")
         model["initialisation"] = "baseline"
     config = TrainConfig(steps=args.steps, lr=args.lr, num_points=args.points, iters=args.iters, model=model,
                          init=args.init, eval_every=args.eval_every, seed=args.seed, bf16=args.bf16,
