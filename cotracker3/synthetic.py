@@ -59,6 +59,9 @@ PHOTOS = (
 
 _EPS = 1e-4  # smallest ray parameter counted as a hit (metres)
 
+CAMERA_MODES = ("moving", "static", "pan", "pan_walk")
+"""Camera motions of :attr:`SceneConfig.camera`."""
+
 
 # --------------------------------------------------------------------------
 # Configuration and result
@@ -78,7 +81,10 @@ class SceneConfig:
         num_exiting: how many of the moving objects sweep sideways out of the
             view and back in.
         num_occluders: small moving objects passing between camera and scene.
-        camera: ``"moving"`` (smooth arc with rotation and translation) or ``"static"``.
+        camera: ``"moving"`` (smooth arc with rotation and translation), ``"static"``,
+            ``"pan"`` (a nodal pan: the camera turns about its own centre, which
+            never moves, so no frame pair has parallax) or ``"pan_walk"`` (a nodal
+            pan over the first half of the clip, then a walk: the centre moves).
         camera_speed: scales the camera's sweep (1: about 25 degrees of arc per clip).
         object_speed: scales the objects' translation and rotation per clip.
         fov_deg: range of the horizontal field of view, degrees (drawn per scene).
@@ -115,8 +121,8 @@ class SceneConfig:
             raise ValueError("object counts must be >= 0")
         if self.num_exiting > self.num_dynamic:
             raise ValueError(f"num_exiting ({self.num_exiting}) cannot exceed num_dynamic ({self.num_dynamic})")
-        if self.camera not in ("moving", "static"):
-            raise ValueError(f"camera must be 'moving' or 'static', got {self.camera!r}")
+        if self.camera not in CAMERA_MODES:
+            raise ValueError(f"camera must be one of {', '.join(map(repr, CAMERA_MODES))}, got {self.camera!r}")
         if self.supersample < 1:
             raise ValueError(f"supersample must be >= 1, got {self.supersample}")
         if not 0.0 <= self.dynamic_point_fraction <= 1.0 or not 0.0 <= self.photo_fraction <= 1.0:
@@ -356,7 +362,30 @@ def _layout(cfg: SceneConfig, rng: np.random.Generator) -> tuple[list[_Object], 
         az, radius, height = np.full(T, az0), np.full(T, radius0), np.full(T, height0)
         drift, roll = np.zeros((T, 3)), np.zeros(T)
     eye = np.stack([radius * np.cos(az), radius * np.sin(az), np.maximum(height, 0.5)], axis=1)
-    cam_from_world = _look_at(eye, target0 + drift, roll)
+    target = target0 + drift
+    if cfg.camera in ("pan", "pan_walk"):
+        # The view direction turns about the vertical through the (fixed) centre, with a little tilt.
+        pan_end = 1.0 if cfg.camera == "pan" else 0.5
+        phase = np.clip(tau / pan_end, 0.0, 1.0)
+        ease = 0.5 - 0.5 * np.cos(np.pi * phase)
+        yaw = cfg.camera_speed * math.radians(rng.uniform(20, 35)) * rng.choice([-1, 1]) * ease
+        tilt = cfg.camera_speed * rng.uniform(-0.4, 0.4) * np.sin(np.pi * phase)
+        look = target0 - eye[0]
+        target = eye[0] + np.einsum("tij,j->ti", _rotation(np.array([0, 0, 1.0]), yaw), look)
+        target[:, 2] += tilt
+        roll = cfg.camera_speed * math.radians(rng.uniform(-3, 3)) * np.sin(np.pi * phase)
+        eye = np.tile(eye[:1], (T, 1))
+        if cfg.camera == "pan_walk":
+            # Then walk about 1.5-2.5 m sideways and forwards, still looking where the pan ended.
+            walk = 0.5 - 0.5 * np.cos(np.pi * np.clip((tau - pan_end) / (1 - pan_end), 0.0, 1.0))
+            f_end = target[-1] - eye[0]
+            f_end[2] = 0.0
+            f_end /= np.linalg.norm(f_end)
+            side = np.cross(f_end, [0, 0, 1.0])
+            step = rng.uniform(1.5, 2.5) * (rng.choice([-1, 1]) * 0.8 * side + 0.6 * f_end)
+            eye = eye + walk[:, None] * step
+            target = target + walk[:, None] * step
+    cam_from_world = _look_at(eye, target, roll)
 
     objects: list[_Object] = []
     slot = 0
@@ -830,6 +859,50 @@ def eval_seed(tier: str, index: int) -> int:
         raise ValueError(f"unknown tier {tier!r}; tiers: {', '.join(EVAL_TIERS)}")
     ss = np.random.SeedSequence(_EVAL_ENTROPY, spawn_key=(0, list(EVAL_TIERS).index(tier), index))
     return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+RECON_TIERS: dict[str, SceneConfig] = {
+    **{name: dataclasses.replace(cfg, dynamic_point_fraction=0.0) for name, cfg in EVAL_TIERS.items()},
+    "nodal_pan": SceneConfig(camera="pan", num_dynamic=2, num_exiting=1, dynamic_point_fraction=0.0),
+    "pan_walk": SceneConfig(camera="pan_walk", num_dynamic=2, num_exiting=1, dynamic_point_fraction=0.0),
+    "mover_dominated": SceneConfig(camera="moving", num_dynamic=4, num_exiting=0, dynamic_point_fraction=0.6),
+}
+"""Tiers of the reconstruction benchmark (``benchmarks/reconstruction.py``): the
+evaluation tiers with points sampled uniformly over the visible surfaces (as a
+grid of queries samples a video), a nodal pan (no parallax anywhere), a pan
+followed by a walk, and a mover-dominated tier (60% of the points on four
+independently moving objects, each smaller than the static scene)."""
+
+
+def recon_seed(tier: str, index: int) -> int:
+    """The fixed seed of scene ``index`` of a reconstruction tier: the evaluation
+    set's seed for the tiers the two share, seeds of their own for the others."""
+    if tier in EVAL_TIERS:
+        return eval_seed(tier, index)
+    if tier not in RECON_TIERS:
+        raise ValueError(f"unknown tier {tier!r}; tiers: {', '.join(RECON_TIERS)}")
+    ss = np.random.SeedSequence(_EVAL_ENTROPY, spawn_key=(2, list(RECON_TIERS).index(tier), index))
+    return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def recon_scenes(tiers: list[str] | None = None, videos_per_tier: int = EVAL_VIDEOS_PER_TIER,
+                 **overrides) -> Iterator[SyntheticScene]:
+    """Render the reconstruction benchmark's scenes (:data:`RECON_TIERS`), tier by tier.
+
+    Args:
+        tiers: subset of :data:`RECON_TIERS` (default: all, in order).
+        videos_per_tier: scenes per tier.
+        overrides: :class:`SceneConfig` fields to change; the seeds stay those of the set.
+
+    Yields:
+        :class:`SyntheticScene` named ``"<tier>/<index>"``.
+    """
+    for tier in tiers or list(RECON_TIERS):
+        if tier not in RECON_TIERS:
+            raise ValueError(f"unknown tier {tier!r}; tiers: {', '.join(RECON_TIERS)}")
+        cfg = dataclasses.replace(RECON_TIERS[tier], **overrides)
+        for i in range(videos_per_tier):
+            yield render_scene(cfg, recon_seed(tier, i), name=f"{tier}/{i:02d}")
 
 
 def eval_scenes(tiers: list[str] | None = None, videos_per_tier: int = EVAL_VIDEOS_PER_TIER,
