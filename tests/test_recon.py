@@ -160,10 +160,23 @@ def test_positions_outside_the_frame_are_not_observations(moving):
 
 def test_three_frames(moving):
     tracks, vis = _noisy(moving)
-    rec = recon.reconstruct(tracks[:3], vis[:3], (CFG["width"], CFG["height"]))
+    # Three frames far enough apart for parallax: cameras solved, all three registered, close to the truth.
+    frames = [0, 7, 15]
+    rec = recon.reconstruct(tracks[frames], vis[frames], (CFG["width"], CFG["height"]))
     assert rec.cam_from_world.shape == (3, 4, 4) and rec.trajectories.shape == (3, CFG["num_points"], 3)
-    assert rec.status.registered[1] == 3
-    assert str(rec.status)
+    assert rec.status.cameras == "solved" and rec.status.registered == (3, 3), str(rec.status)
+    assert rec.registered.all()
+    err = recon.camera_errors(rec.cam_from_world, moving.cam_from_world[frames])
+    assert err["ate"] < 0.01 * moving.scene_extent and err["rpe_rot_deg"] < 2.0, err
+    static = ~rec.is_dynamic & rec.used
+    assert static.sum() >= 50 and np.isfinite(rec.trajectories[:, static]).all()
+    # Three consecutive frames barely move the camera: whatever is solved, the status and arrays agree.
+    rec = recon.reconstruct(tracks[:3], vis[:3], (CFG["width"], CFG["height"]))
+    assert rec.status.registered == (int(rec.registered.sum()), 3), str(rec.status)
+    assert np.isnan(rec.cam_from_world[~rec.registered]).all()
+    assert np.isfinite(rec.cam_from_world[rec.registered]).all()
+    if not rec.registered.any():
+        assert rec.status.cameras != "solved" and np.isnan(rec.trajectories).all(), str(rec.status)
 
 
 @pytest.mark.parametrize("bad", [

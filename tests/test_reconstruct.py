@@ -13,6 +13,7 @@ import pytest
 import recon
 import track3d
 from cotracker3 import synthetic
+from recon.geometry import camera_centres, umeyama
 from track3d.cli import main
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "videos"
@@ -174,15 +175,35 @@ def test_depth_folder_checks(scene, tmp_path, capsys):
     assert "is 192x100, the video is 192x192" in capsys.readouterr().err
 
 
-def test_depth_maps_place_the_moving_points(scene, tmp_path):
+def test_depth_maps_place_the_moving_points(tmp_path):
+    # A scene with enough moving points, tracked from the true positions of its points at frame 0.
+    cfg = dataclasses.replace(synthetic.EVAL_TIERS["moving_camera"], num_frames=16, height=192, width=192,
+                              num_points=300, supersample=1)
+    scene = synthetic.render_scene(cfg, 3)
     frames = _write_frames(scene.frames, tmp_path / "frames")
     depth = tmp_path / "depth"
     depth.mkdir()
     for t, d in enumerate(scene.depth):
         np.save(depth / f"{t:04d}.npy", np.where(np.isfinite(d), d, 0.0))
-    result = track3d.reconstruct(frames, grid=24, model="baseline", depth=str(depth))
+    seen = np.flatnonzero(scene.visibility[0])
+    queries = np.concatenate([np.zeros((len(seen), 1)), scene.tracks[0, seen]], axis=1)
+    np.save(tmp_path / "queries.npy", queries)
+    result = track3d.reconstruct(frames, model="baseline", depth=str(depth), queries=str(tmp_path / "queries.npy"))
     assert result.summary["moving_3d"] == "depth"
     assert result.summary["cameras"] == "solved"
+    # The moving trajectories against the truth, in the truth's frame (similarity fitted to the camera centres).
+    s, R, t = umeyama(camera_centres(result.cam_from_world), camera_centres(scene.cam_from_world))
+    truth = scene.trajectories[:, seen]
+    dyn = result.is_dynamic & scene.is_dynamic[seen]
+    assert dyn.sum() >= 20, dyn.sum()
+    world = s * result.trajectories[:, dyn] @ R.T + t
+    err = np.linalg.norm(world - truth[:, dyn], axis=-1)
+    assert np.isfinite(err).mean() > 0.7
+    assert np.nanmedian(err) < 0.05 * scene.scene_extent, np.nanmedian(err)
+    # Each point's motion since frame 0: a point left where it started would be off by the whole motion.
+    moved = np.linalg.norm(truth[:, dyn] - truth[:1, dyn], axis=-1)
+    motion_err = np.linalg.norm((world - world[:1]) - (truth[:, dyn] - truth[:1, dyn]), axis=-1)
+    assert np.nanmedian(motion_err) < 0.4 * np.median(moved), (np.nanmedian(motion_err), np.median(moved))
 
 
 @pytest.mark.parametrize("spec", ["1,2,3", "0,100,50,50", "nofile.npy"])
