@@ -26,7 +26,9 @@ sampling). Printed per scene and per tier:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import math
 import time
 import warnings
 
@@ -83,20 +85,25 @@ def _row(name: str, r: dict, c: dict | None) -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tiers", nargs="+", default=list(synthetic.EVAL_TIERS))
+    ap.add_argument("--tiers", nargs="+", default=list(synthetic.RECON_TIERS))
     ap.add_argument("--scenes", type=int, default=synthetic.EVAL_VIDEOS_PER_TIER)
     ap.add_argument("--points", type=int, default=600, help="ground-truth tracks per scene")
     ap.add_argument("--noise", type=float, default=0.5, help="Gaussian noise on the tracks, px")
     ap.add_argument("--flip", type=float, default=0.1, help="share of visibility flags flipped")
-    ap.add_argument("--dynamic-fraction", type=float, default=0.0,
-                    help="share of tracks sampled on moving objects (default 0: surfaces sampled uniformly, "
-                         "as a grid of query points does; the tracking evaluation set uses 0.5)")
+    ap.add_argument("--dynamic-fraction", type=float, default=None,
+                    help="share of tracks sampled on moving objects (default: the tier's own: surfaces sampled "
+                         "uniformly, as a grid of query points does, except mover_dominated's 60%%)")
+    ap.add_argument("--cost", nargs="*", type=int, default=[40, 80, 160, 320], metavar="FRAMES",
+                    help="cost series: reconstruct one moving-camera scene with --cost-points tracks at these "
+                         "frame counts (none: skip)")
+    ap.add_argument("--cost-points", type=int, default=2200)
     ap.add_argument("--no-colmap", action="store_true", help="skip COLMAP's SIFT pipeline")
     ap.add_argument("--colmap-threads", type=int, default=2, help="CPU threads of COLMAP's pipeline")
     args = ap.parse_args(argv)
     logging.getLogger("recon").setLevel(logging.WARNING)
     warnings.simplefilter("ignore", RuntimeWarning)  # means over scenes where nothing was measured are NaN
-    print(f"{args.points} tracks per scene ({100 * args.dynamic_fraction:.0f}% sampled on movers), noise "
+    share = "tier's share" if args.dynamic_fraction is None else f"{100 * args.dynamic_fraction:.0f}%"
+    print(f"{args.points} tracks per scene ({share} sampled on movers), noise "
           f"{args.noise} px, {100 * args.flip:.0f}% visibility flipped; ATE in % of the scene extent, RPE in "
           "degrees, dyn err: moving points with depth, % of the extent")
     head = (f"{'scene':22s}{'cameras':>9}{'frames':>7}{'unused':>7}{'ATE %':>8}{'RPE':>8}{'F1':>7}{'dyn err':>9}"
@@ -107,8 +114,8 @@ def main(argv=None) -> None:
     keys = ("ate_pct", "rpe_deg", "f1", "dyn_err_pct", "seconds")
     for tier in args.tiers:
         rows, crows = [], []
-        scenes = synthetic.eval_scenes([tier], args.scenes, num_points=args.points,
-                                       dynamic_point_fraction=args.dynamic_fraction)
+        extra = {} if args.dynamic_fraction is None else {"dynamic_point_fraction": args.dynamic_fraction}
+        scenes = synthetic.recon_scenes([tier], args.scenes, num_points=args.points, **extra)
         for scene in scenes:
             r = evaluate_scene(scene, args.noise, args.flip)
             c = None if args.no_colmap else evaluate_colmap(scene, args.colmap_threads)
@@ -124,6 +131,34 @@ def main(argv=None) -> None:
             reg = sum(c["registered"] for c in crows) / sum(c["total"] for c in crows)
             cmean["frames"] = f"{100 * reg:.0f}%"
         print(_row(f"{tier} mean", mean, cmean))
+    if args.cost:
+        cost_series(args.cost, args.cost_points, args.noise, args.flip)
+
+
+def cost_series(frame_counts: list[int], points: int, noise: float, flip: float) -> None:
+    """Wall time of ``recon.reconstruct`` (and of its stages) as the video gets longer."""
+    print(f"\ncost: one moving_camera scene (seed of moving_camera/00), {points} tracks; the camera's sweep "
+          "grows with the length (x1 at 40 frames, x2 at 320)")
+    print(f"{'frames':>7}{'tracks':>8}{'frames ok':>10}{'ATE %':>8}{'RPE':>8}{'sep s':>8}{'cam s':>8}{'total s':>9}"
+          f"{'x prev':>8}")
+    prev = None
+    for T in frame_counts:
+        cfg = dataclasses.replace(synthetic.RECON_TIERS["moving_camera"], num_frames=T, num_points=points,
+                                  camera_speed=1 + math.log2(max(T, 40) / 40) / 3)
+        scene = synthetic.render_scene(cfg, synthetic.recon_seed("moving_camera", 0), name=f"cost/{T}")
+        rng = np.random.default_rng(0)
+        tracks = scene.tracks + rng.normal(0, noise, scene.tracks.shape)
+        vis = scene.visibility ^ (rng.random(scene.visibility.shape) < flip)
+        t0 = time.perf_counter()
+        rec = recon.reconstruct(tracks, vis, (scene.config.width, scene.config.height))
+        seconds = time.perf_counter() - t0
+        cams = recon.camera_errors(rec.cam_from_world, scene.cam_from_world)
+        ratio = "" if prev is None else f"{seconds / prev:.2f}"
+        tm = rec.status.timings
+        print(f"{T:>7}{points:>8}{rec.status.registered[0]:>6}/{T:<3}{100 * cams['ate'] / scene.scene_extent:>8.3f}"
+              f"{cams['rpe_rot_deg']:>8.3f}{tm.get('separation', 0):>8.1f}{tm.get('cameras', 0):>8.1f}"
+              f"{seconds:>9.1f}{ratio:>8}")
+        prev = seconds
 
 
 def evaluate_colmap(scene, threads: int) -> dict:

@@ -89,6 +89,8 @@ def map_tracks(
     min_pair_matches: int = 15,
     max_gap: int | None = None,
     num_threads: int = -1,
+    pixel_scale: float = 1.0,
+    mapper: str = "incremental",
     seed: int = 0,
 ) -> MappingResult:
     """Cameras and 3D points from tracks with COLMAP's incremental mapper.
@@ -102,6 +104,13 @@ def map_tracks(
         min_pair_matches: frame pairs with fewer shared tracks are not matched.
         max_gap: largest frame gap of a matched pair (default: the video).
         num_threads: mapper threads (-1: all).
+        pixel_scale: image pixels per pixel of the resolution the tracks were
+            computed at: COLMAP's pixel thresholds (reprojection errors of
+            initialisation, registration, triangulation and filtering) are
+            multiplied by it.
+        mapper: ``"incremental"`` (COLMAP's incremental mapper) or ``"global"``
+            (COLMAP 4's global mapper, GLOMAP: rotation averaging, global
+            positioning, one bundle adjustment).
         seed: the mapper's random seed (results are deterministic for a seed).
 
     Returns:
@@ -158,28 +167,47 @@ def map_tracks(
             return MappingResult(nan_pose, K_out if K_out is not None else np.full((3, 3), np.nan),
                                  np.full((N, 3), np.nan), np.full(N, np.nan), None,
                                  "no pair of frames shares enough static tracks")
-        options = pycolmap.IncrementalPipelineOptions()
-        options.num_threads = num_threads
-        options.random_seed = seed
-        options.extract_colors = False
-        options.multiple_models = False
-        options.min_model_size = 3
-        # Global bundle adjustment when the model grew by half (COLMAP: by a tenth): on
-        # 24-frame synthetic videos a third faster, same poses (benchmarks/reconstruction.py).
-        options.ba_global_frames_ratio = 1.5
-        options.ba_global_points_ratio = 1.5
-        if K is not None:
-            options.ba_refine_focal_length = False
-            options.ba_refine_principal_point = False
-            options.ba_refine_extra_params = False
-        with colmap_log_level():
-            models = pycolmap.incremental_mapping(str(tmp / "database.db"), str(tmp), str(tmp / "sparse"), options)
+        if mapper == "global":
+            options = pycolmap.GlobalPipelineOptions()
+            options.num_threads = num_threads
+            options.random_seed = seed
+            options.min_model_size = 3
+            options.multiple_models = False
+            if K is not None:
+                options.mapper.bundle_adjustment.refine_focal_length = False
+                options.mapper.bundle_adjustment.refine_principal_point = False
+            with colmap_log_level():
+                models = pycolmap.global_mapping(str(tmp / "database.db"), str(tmp), str(tmp / "sparse"), options)
+        else:
+            options = pycolmap.IncrementalPipelineOptions()
+            options.num_threads = num_threads
+            options.random_seed = seed
+            options.extract_colors = False
+            options.multiple_models = False
+            options.min_model_size = 3
+            # Global bundle adjustment when the model grew by half (COLMAP: by a tenth): on
+            # 24-frame synthetic videos a third faster, same poses (benchmarks/reconstruction.py).
+            options.ba_global_frames_ratio = 1.5
+            options.ba_global_points_ratio = 1.5
+            # COLMAP's pixel thresholds are for features at the image's own resolution.
+            options.mapper.init_max_error *= pixel_scale
+            options.mapper.abs_pose_max_error *= pixel_scale
+            options.mapper.filter_max_reproj_error *= pixel_scale
+            options.triangulation.complete_max_reproj_error *= pixel_scale
+            options.triangulation.merge_max_reproj_error *= pixel_scale
+            if K is not None:
+                options.ba_refine_focal_length = False
+                options.ba_refine_principal_point = False
+                options.ba_refine_extra_params = False
+            with colmap_log_level():
+                models = pycolmap.incremental_mapping(str(tmp / "database.db"), str(tmp), str(tmp / "sparse"),
+                                                      options)
     if not models:
         return MappingResult(nan_pose, K_out if K_out is not None else np.full((3, 3), np.nan),
                              np.full((N, 3), np.nan), np.full(N, np.nan), None,
                              "COLMAP could not initialise a model from any frame pair")
     rec = max(models.values(), key=lambda r: r.num_reg_images())
-    return _read_model(rec, T, N, image_ids, n_pairs)
+    return _read_model(rec, T, N, image_ids, n_pairs, mapper)
 
 
 def _K_ours(camera) -> np.ndarray:
@@ -189,7 +217,7 @@ def _K_ours(camera) -> np.ndarray:
     return K
 
 
-def _read_model(rec, T: int, N: int, image_ids: list[int], n_pairs: int) -> MappingResult:
+def _read_model(rec, T: int, N: int, image_ids: list[int], n_pairs: int, mapper: str) -> MappingResult:
     frame_of = {image_id: t for t, image_id in enumerate(image_ids)}
     cam_from_world = np.full((T, 4, 4), np.nan)
     for image_id, image in rec.images.items():
@@ -205,9 +233,45 @@ def _read_model(rec, T: int, N: int, image_ids: list[int], n_pairs: int) -> Mapp
             n = int(element.point2D_idx)
             if np.isnan(error[n]) or point.error < error[n]:
                 points[n], error[n] = point.xyz, point.error
-    message = (f"COLMAP incremental mapping from {n_pairs} frame pairs: {rec.num_reg_images()}/{T} frames, "
+    message = (f"COLMAP {mapper} mapping from {n_pairs} frame pairs: {rec.num_reg_images()}/{T} frames, "
                f"{rec.num_points3D()} points, mean reprojection error {rec.compute_mean_reprojection_error():.2f} px")
     return MappingResult(cam_from_world, _K_ours(camera), points, error, rec, message)
+
+
+def register_frame(points2d: np.ndarray, points3d: np.ndarray, K: np.ndarray, image_size: tuple[int, int], *,
+                   max_error: float = 4.0, min_inliers: int = 6) -> tuple[np.ndarray | None, int]:
+    """A camera pose from 2D-3D correspondences (P3P in LO-RANSAC, then refinement), intrinsics fixed.
+
+    Args:
+        points2d: ``(M, 2)`` pixels (ours); points3d: ``(M, 3)`` world points.
+        K: ``(3, 3)``; image_size: ``(W, H)``.
+        max_error: RANSAC threshold, px.
+        min_inliers: fewer inliers: no pose.
+
+    Returns:
+        ``(cam_from_world (4, 4) or None, number of inliers)``.
+    """
+    import pycolmap
+
+    if len(points2d) < max(4, min_inliers):
+        return None, 0
+    W, H = image_size
+    camera = pycolmap.Camera.create_from_model_id(1, pycolmap.CameraModelId.PINHOLE, 1.0, W, H)
+    camera.params = [K[0, 0], K[1, 1], K[0, 2] + HALF_PIXEL, K[1, 2] + HALF_PIXEL]
+    estimation = pycolmap.AbsolutePoseEstimationOptions()
+    estimation.ransac.max_error = max_error
+    estimation.ransac.random_seed = 0
+    refinement = pycolmap.AbsolutePoseRefinementOptions()
+    refinement.refine_focal_length = False
+    refinement.refine_extra_params = False
+    with colmap_log_level():
+        result = pycolmap.estimate_and_refine_absolute_pose(
+            (points2d + HALF_PIXEL).astype(np.float64), points3d.astype(np.float64), camera, estimation, refinement)
+    if result is None or result["num_inliers"] < min_inliers:
+        return None, 0 if result is None else int(result["num_inliers"])
+    pose = np.eye(4)
+    pose[:3] = result["cam_from_world"].matrix()
+    return pose, int(result["num_inliers"])
 
 
 def write_model(reconstruction, path: str | Path, *, text: bool = False) -> Path:

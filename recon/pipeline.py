@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from recon import colmap, separation
+from recon import colmap, rotation, separation
 from recon.geometry import to_camera
 
 logger = logging.getLogger(__name__)
@@ -44,10 +44,20 @@ class ReconOptions:
     Attributes:
         min_track_length: tracks visible in fewer frames are not used.
         min_confidence: observations with lower confidence count as not visible.
+        track_resolution: ``(W, H)`` of the frames the tracker worked on (a
+            CoTracker3 model works at 512x384 whatever the video's size). Every
+            pixel threshold below is in pixels of that resolution, so the same
+            footage at 480p, 720p and 4K gives the same decisions. Default: the
+            image size.
         epipolar_threshold: px; tracks whose median epipolar (or, without
             parallax, homography) residual exceeds it are moving.
         reprojection_threshold: px; after mapping, tracks reprojecting worse are moving.
         still_threshold: px; frame pairs whose median motion is smaller show a still camera.
+        mapper: ``"incremental"`` (COLMAP's incremental mapper, the default) or
+            ``"global"`` (COLMAP 4's global mapper); see the README's measurements.
+        max_keyframes: the mapper solves at most this many frames, evenly spaced;
+            the others are registered to its points one by one (their number,
+            and so the cost, grows linearly with the video).
         refinements: times the cameras are solved again when re-separation
             changed the static set by more than 2%.
         min_static_tracks: fewer static tracks than this: cameras are not solved.
@@ -60,12 +70,15 @@ class ReconOptions:
 
     min_track_length: int = 3
     min_confidence: float = 0.0
+    track_resolution: tuple[int, int] | None = None
     epipolar_threshold: float = 2.0
     reprojection_threshold: float = 2.0
     still_threshold: float = 1.5
     min_static_tracks: int = 20
     refinements: int = 2
     max_gap: int | None = None
+    mapper: str = "incremental"
+    max_keyframes: int = 60
     depth_scale_from_static: bool = True
     neighbours: int = 8
     seed: int = 0
@@ -78,8 +91,12 @@ class Status:
     Attributes:
         cameras: ``"solved"``, ``"still"`` (no camera motion: poses are the
             identity, depth unknown without depth maps), ``"rotation"`` (no
-            parallax), or ``"failed"``.
+            parallax anywhere: rotations solved, the centre held fixed, no
+            depth), or ``"failed"``.
         registered: frames with a pose / all frames.
+        rotation_frames: frames whose pose is rotation-only (centre held at
+            that of a neighbour, or of the whole video): no parallax there.
+        unsolved: ``{frame: reason}`` for the frames left without a pose.
         focal: ``"given"``, ``"estimated"`` or ``"unknown"``.
         static_tracks, moving_tracks, unused_tracks: counts.
         moving_3d: ``"depth"`` (from depth maps), ``"estimated"`` (best effort,
@@ -91,6 +108,8 @@ class Status:
 
     cameras: str = "failed"
     registered: tuple[int, int] = (0, 0)
+    rotation_frames: list[int] = field(default_factory=list)
+    unsolved: dict[int, str] = field(default_factory=dict)
     focal: str = "unknown"
     static_tracks: int = 0
     moving_tracks: int = 0
@@ -101,7 +120,8 @@ class Status:
     timings: dict[str, float] = field(default_factory=dict)
 
     def __str__(self) -> str:
-        head = (f"cameras {self.cameras} ({self.registered[0]}/{self.registered[1]} frames, focal {self.focal}); "
+        rot = f", {len(self.rotation_frames)} rotation-only" if self.rotation_frames else ""
+        head = (f"cameras {self.cameras} ({self.registered[0]}/{self.registered[1]} frames{rot}, focal {self.focal}); "
                 f"{self.static_tracks} static, {self.moving_tracks} moving, {self.unused_tracks} unused tracks; "
                 f"moving 3D: {self.moving_3d}")
         return "\n".join([head] + [f"  - {m}" for m in self.messages])
@@ -132,6 +152,13 @@ class Reconstruction:
         points: ``(M, 3)`` the static point cloud (rows of ``trajectories`` that are static and known).
         point_tracks: ``(M,)`` the track index of each static point.
         colmap_model: the ``pycolmap.Reconstruction`` (for :func:`recon.export_colmap`), or None.
+        camera_kind: ``(T,)`` str: ``"full"`` (rotation and position solved),
+            ``"rotation"`` (rotation-only: the centre held fixed, see
+            :attr:`Status.rotation_frames`), ``"identity"`` (a still camera) or
+            ``"none"`` (unsolved, NaN; :attr:`Status.unsolved` says why).
+        groups: ``(N,)`` int: rigid motion group of each track: 0 the static
+            scene, 1, 2, ... independently moving rigid groups (largest first),
+            -1 for tracks in no group (non-rigid, too short, or unused).
     """
 
     cam_from_world: np.ndarray
@@ -145,6 +172,8 @@ class Reconstruction:
     points: np.ndarray
     point_tracks: np.ndarray
     colmap_model: object = None
+    camera_kind: np.ndarray | None = None
+    groups: np.ndarray | None = None
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The arrays, for ``np.savez``."""
@@ -152,6 +181,7 @@ class Reconstruction:
             "cam_from_world": self.cam_from_world, "K": self.K, "registered": self.registered,
             "trajectories": self.trajectories, "is_dynamic": self.is_dynamic, "used": self.used,
             "reliability": self.reliability, "points": self.points, "point_tracks": self.point_tracks,
+            "camera_kind": self.camera_kind, "groups": self.groups,
         }
 
 
@@ -233,12 +263,22 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
     status.unused_tracks = int((~selected).sum())
     if T < 2:
         status.note(f"{T} frame(s): nothing can be reconstructed")
-    # 2. Separation before mapping.
-    score, motion = separation.epipolar_scores(tracks, vis, selected, image_size=(W, H),
-                                               threshold=opts.epipolar_threshold,
-                                               still_threshold=opts.still_threshold, seed=opts.seed)
+    px = _pixel_scale((W, H), opts.track_resolution)
+    epi_thr, reproj_thr, still_thr = (opts.epipolar_threshold * px, opts.reprojection_threshold * px,
+                                      opts.still_threshold * px)
+    # 2. Rigid groups and separation before mapping.
+    groups, background = separation.rigid_groups(tracks, vis, selected, image_size=(W, H), threshold=epi_thr,
+                                                 seed=opts.seed)
+    reference = groups == background if background >= 0 else None
+    if reference is not None and reference.sum() < opts.min_static_tracks:
+        reference = None
+    if reference is not None and (groups >= 1).any():
+        status.note(f"rigid groups: the static scene holds {int(reference.sum())} of {int(selected.sum())} "
+                    f"tracks; {int((groups >= 1).sum())} tracks in {int(groups.max())} moving group(s)")
+    score, motion = separation.epipolar_scores(tracks, vis, selected, image_size=(W, H), threshold=epi_thr,
+                                               still_threshold=still_thr, reference=reference, seed=opts.seed)
     score[~selected] = np.nan
-    is_dynamic = selected & (score > opts.epipolar_threshold)
+    is_dynamic = selected & (score > epi_thr)
     static = selected & ~is_dynamic & np.isfinite(score)
     status.timings["separation"] = time.perf_counter() - t0
     notify(1)
@@ -246,6 +286,7 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
                 f"{motion.rotation} rotation only, {motion.still} still)")
 
     cam_from_world = np.full((T, 4, 4), np.nan)
+    kind = np.full(T, "none", dtype=object)
     K = K_given.copy() if K_given is not None else np.full((3, 3), np.nan)
     points = np.full((N, 3), np.nan)
     point_error = np.full(N, np.nan)
@@ -260,29 +301,50 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
     elif motion.still >= 0.8 * motion.num_pairs:
         status.cameras = "still"
         cam_from_world[:] = np.eye(4)
+        kind[:] = "identity"
         status.note("the camera does not move: poses are the identity; without parallax static points have "
                     "no depth" + ("" if depth is None else " (taken from the depth maps)"))
-    elif motion.rotation + motion.still >= 0.8 * motion.num_pairs:
+    elif motion.rotation + motion.still >= 0.5 * motion.num_pairs and _rotation_only(
+            tracks, vis, static, (W, H), K_given, epi_thr, opts.seed, status) is not None:
+        result = status._rotation_result
+        cam_from_world = result.cam_from_world
+        solved = np.isfinite(cam_from_world).all(axis=(1, 2))
         status.cameras = "rotation"
-        status.note("the camera only rotates (every frame pair is a homography): no parallax, so neither "
-                    "camera positions nor depth can be solved from the tracks")
+        kind[solved] = "rotation"
+        if K_given is None:
+            K = result.K
+            status.focal = "estimated"
+        point_error = np.where(static, result.error, np.nan)
+        status.note("the camera only rotates (the static tracks fit rotations within the noise): rotations are "
+                    "solved with the centre held fixed; without parallax neither its position nor depth can be "
+                    "solved")
     else:
+        keyframes = _keyframes(T, opts.max_keyframes)
         for round_ in range(1 + opts.refinements):
-            result = colmap.map_tracks(tracks, vis, static, (W, H), K_given, max_gap=opts.max_gap, seed=opts.seed)
-            status.note(result.message)
+            result = colmap.map_tracks(tracks[keyframes], vis[keyframes], static, (W, H), K_given,
+                                       max_gap=opts.max_gap, pixel_scale=px, mapper=opts.mapper, seed=opts.seed)
+            status.note(result.message + (f" (keyframes: every {keyframes[1] - keyframes[0]}th frame)"
+                                          if len(keyframes) < T else ""))
             notify(2 + round_)
             model = result.reconstruction
-            cam_from_world = result.cam_from_world
+            cam_from_world = np.full((T, 4, 4), np.nan)
+            cam_from_world[keyframes] = result.cam_from_world
             if K_given is None and np.isfinite(result.K).all():
                 K = result.K
                 status.focal = "estimated"
             status.cameras = "solved" if np.isfinite(cam_from_world).all(axis=(1, 2)).any() else "failed"
             if status.cameras != "solved":
                 break
+            # Frames between keyframes (and keyframes the mapper missed): registered to the points one by one.
+            points, point_error, angle = separation.reprojection_scores(tracks, vis, K, cam_from_world, static)
+            _register_frames(tracks, vis, static, points, K, (W, H), cam_from_world, reproj_thr)
             # 4. Re-separation with the solved cameras; map again if it changed the static set.
             points, point_error, angle = separation.reprojection_scores(tracks, vis, K, cam_from_world, selected)
-            moving = selected & np.isfinite(point_error) & (point_error > opts.reprojection_threshold)
-            fits = selected & np.isfinite(point_error) & (point_error <= opts.reprojection_threshold) & (angle >= 1.0)
+            # A track seen without parallax (rays within a degree) triangulates badly: its epipolar test stands.
+            moving = selected & np.isfinite(point_error) & (point_error > reproj_thr) & (angle >= 1.0)
+            # Without parallax (rays within a degree) only a track that follows the camera's rotation closely
+            # (within half the threshold) is taken back as static.
+            fits = selected & np.isfinite(point_error) & (point_error <= np.where(angle >= 1.0, 1.0, 0.5) * reproj_thr)
             new_dynamic = (is_dynamic | moving) & ~fits
             new_static = selected & ~new_dynamic & np.isfinite(points).all(1)
             changed = int((new_static != static).sum())
@@ -290,17 +352,40 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
             status.note(f"re-separation with the cameras moved {changed} track(s) between static and moving")
             if changed <= 0.02 * max(int(selected.sum()), 1) or static.sum() < opts.min_static_tracks:
                 break
+        if status.cameras == "solved":
+            solved = np.isfinite(cam_from_world).all(axis=(1, 2))
+            kind[solved] = "full"
+            # Frames still without a pose that only rotate relative to a solved neighbour.
+            chained = rotation.chain_rotations(tracks, vis, static, K, cam_from_world,
+                                               np.flatnonzero(~solved).tolist(), threshold=epi_thr, seed=opts.seed)
+            for t, pose in chained.items():
+                cam_from_world[t] = pose
+                kind[t] = "rotation"
+            if chained:
+                status.note(f"{len(chained)} frame(s) without enough parallax or points were given the rotation "
+                            "to a solved neighbour, its centre held fixed")
+            _hold_rotation_stretches(motion, kind, cam_from_world, status)
     status.timings["cameras"] = time.perf_counter() - t0
     registered = np.isfinite(cam_from_world).all(axis=(1, 2))
+    kind[~registered] = "none"
     status.registered = (int(registered.sum()), T)
-    if status.cameras == "solved" and registered.sum() < T:
+    status.rotation_frames = np.flatnonzero(kind == "rotation").tolist()
+    if status.cameras in ("solved", "rotation") and registered.sum() < T:
+        usable_static = (vis & static[None]).sum(1)
+        for t in np.flatnonzero(~registered):
+            status.unsolved[int(t)] = (f"{int(usable_static[t])} static track(s) visible" if usable_static[t] < 6
+                                       else "its static tracks fit no pose of a solved neighbour")
         status.note(f"{T - int(registered.sum())} frame(s) could not be registered (left NaN): "
-                    f"{np.flatnonzero(~registered)[:10].tolist()}")
+                    + "; ".join(f"{t}: {r}" for t, r in list(status.unsolved.items())[:10]))
+    elif status.cameras == "failed":
+        status.unsolved = {t: "the cameras could not be solved" for t in range(T)}
 
     # 5. 3D.
     t0 = time.perf_counter()
     trajectories = np.full((T, N, 3), np.nan)
     reliability = np.zeros(N)
+    if status.cameras == "rotation":
+        status.note("rotation-only: static points have no depth (only their directions are known)")
     if status.cameras == "solved":
         trajectories[:, static] = points[static][None]
         reliability[static] = np.clip(angle[static] / 5.0, 0, 1) * np.exp(-point_error[static] / 2.0)
@@ -338,7 +423,94 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
         points=points[known],
         point_tracks=np.flatnonzero(known),
         colmap_model=model,
+        camera_kind=kind.astype(str),
+        groups=np.where(selected & (is_dynamic | (groups <= 0)), np.where(is_dynamic & (groups == 0), -1, groups),
+                        np.where(selected, 0, -1)),
     )
+
+
+def _pixel_scale(image_size: tuple[int, int], track_resolution) -> float:
+    """Image pixels per pixel of the resolution the tracks were computed at (geometric mean of both axes)."""
+    if track_resolution is None:
+        return 1.0
+    (W, H), (w, h) = image_size, track_resolution
+    if w <= 0 or h <= 0:
+        raise ValueError(f"track_resolution must be positive (W, H), got {track_resolution}")
+    return float(np.sqrt((W / w) * (H / h)))
+
+
+def _rotation_only(tracks, vis, static, image_size, K, threshold, seed, status):
+    """Solve the video as rotation-only; keep the result (on ``status``) when the static tracks fit it
+    within the noise (median track error under half the epipolar threshold, 90% under it), else None."""
+    result = rotation.solve_rotations(tracks, vis, static, image_size, K, threshold=threshold, seed=seed)
+    solved = np.isfinite(result.cam_from_world).all(axis=(1, 2))
+    err = result.error[static & np.isfinite(result.error)]
+    if solved.sum() < 2 or len(err) < 10:
+        status.note(result.message + ": not used")
+        return None
+    fits = np.median(err) <= 0.5 * threshold and np.percentile(err, 90) <= threshold
+    status.note(result.message + ("" if fits else f" (90% of static tracks within {np.percentile(err, 90):.2f} px: "
+                                  "there is parallax, not used)"))
+    if not fits:
+        return None
+    status._rotation_result = result
+    return result
+
+
+def _keyframes(T: int, max_keyframes: int) -> np.ndarray:
+    """Evenly spaced frames for the mapper (all of them for short videos), the last one included."""
+    stride = max(1, int(np.ceil((T - 1) / max(max_keyframes - 1, 1))))
+    frames = np.arange(0, T, stride)
+    if frames[-1] != T - 1:
+        frames = np.append(frames, T - 1)
+    return frames
+
+
+def _register_frames(tracks, vis, static, points, K, image_size, cam_from_world, threshold, min_inliers=6):
+    """Give unregistered frames a pose from the static points they see (in place)."""
+    known = static & np.isfinite(points).all(1)
+    for t in np.flatnonzero(~np.isfinite(cam_from_world).all(axis=(1, 2))):
+        n = np.flatnonzero(known & vis[t])
+        if len(n) < min_inliers:
+            continue
+        pose, _ = colmap.register_frame(tracks[t, n], points[n], K, image_size, max_error=2 * threshold,
+                                        min_inliers=min_inliers)
+        if pose is not None:
+            cam_from_world[t] = pose
+
+
+def _hold_rotation_stretches(motion, kind, cam_from_world, status, min_length=3):
+    """Frames inside stretches where every pair of nearby frames is rotation-only: their centres held at
+    the stretch's median centre (translation there is noise, not motion)."""
+    T = len(kind)
+    votes = np.zeros(T)
+    total = np.zeros(T)
+    for (i, j), k in motion.kinds.items():
+        if j - i <= 3:
+            for t in (i, j):
+                total[t] += 1
+                votes[t] += k in ("rotation", "still")
+    flat = (total > 0) & (votes >= total) & (kind == "full")
+    t = 0
+    held = 0
+    while t < T:
+        if not flat[t]:
+            t += 1
+            continue
+        e = t
+        while e + 1 < T and flat[e + 1]:
+            e += 1
+        if e - t + 1 >= min_length:
+            idx = np.arange(t, e + 1)
+            R = cam_from_world[idx, :3, :3]
+            c = -np.einsum("tji,tj->ti", R, cam_from_world[idx, :3, 3])
+            centre = np.median(c, axis=0)
+            cam_from_world[idx, :3, 3] = -np.einsum("tij,j->ti", R, centre)
+            kind[idx] = "rotation"
+            held += len(idx)
+        t = e + 1
+    if held:
+        status.note(f"{held} frame(s) in stretches without parallax are rotation-only: their centres are held fixed")
 
 
 def _sample(depth: np.ndarray, xy: np.ndarray) -> np.ndarray:

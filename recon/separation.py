@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -49,9 +49,10 @@ class PairMotion:
     """What the pairs say about the camera motion."""
 
     num_pairs: int  # pairs with enough shared tracks
-    still: int  # pairs whose majority motion is (near) zero
+    still: int  # pairs whose static-scene motion is (near) zero
     rotation: int  # pairs explained by a homography as well as by a fundamental matrix
     general: int  # pairs with parallax
+    kinds: dict = field(default_factory=dict)  # (i, j) -> "still" | "rotation" | "general"
 
 
 def sampson_distance(F: np.ndarray, p1: np.ndarray, p2: np.ndarray) -> np.ndarray:
@@ -101,6 +102,159 @@ def _ransac_options(threshold: float, seed: int):
     return options
 
 
+def scoring_pairs(num_frames: int, max_gap: int | None = None) -> list[tuple[int, int]]:
+    """Frame pairs for separation: Fibonacci gaps as :func:`recon.colmap.frame_pairs`,
+    but pairs of gap ``g`` start every ``max(1, g // 3)`` frames, so that their
+    number grows linearly with the video (about ``5 T``) while every frame keeps
+    partners at every gap."""
+    return [(i, j) for i, j in frame_pairs(num_frames, max_gap) if i % max(1, (j - i) // 3) == 0]
+
+
+def _pair_model(p1, p2, options, K, threshold, behind_check=True):
+    """The dominant two-view motion of correspondences: ``(kind, distances, inlier mask)`` or None.
+
+    ``kind`` is ``"rotation"`` when a homography explains (nearly) as many as the
+    fundamental matrix (no parallax), else ``"general"``."""
+    import cv2
+    import pycolmap
+
+    F = pycolmap.estimate_fundamental_matrix(p1, p2, options)
+    if F is None:
+        return None
+    Hm = pycolmap.estimate_homography_matrix(p1, p2, options)
+    if Hm is not None and Hm["num_inliers"] >= 0.95 * F["num_inliers"]:
+        dist = transfer_distance(Hm["H"], p1, p2)
+        return "rotation", dist, dist <= threshold
+    dist = sampson_distance(F["F"], p1, p2)
+    inl = np.asarray(F["inlier_mask"], bool)
+    if behind_check and inl.sum() >= 5:
+        # Points moving along the epipolar lines satisfy F, but often only by
+        # triangulating behind the cameras: count those as far off.
+        _, R, t, _ = cv2.recoverPose(K.T @ F["F"] @ K, p1[inl], p2[inl], K)
+        behind = _behind(R, t.ravel(), K, p1, p2, 1.0)
+        dist = np.where(behind, np.maximum(dist, 5 * threshold), dist)
+    return "general", dist, dist <= threshold
+
+
+CLUSTER_DISTANCE = 0.35
+"""Tracks are one rigid group when they share a motion in at least 65% of their shared pairs (on average)."""
+
+
+def rigid_groups(
+    tracks: np.ndarray,
+    visibility: np.ndarray,
+    candidates: np.ndarray,
+    *,
+    image_size: tuple[int, int],
+    threshold: float = 2.0,
+    min_shared: int = 12,
+    max_pairs: int = 40,
+    max_groups: int = 4,
+    seed: int = 0,
+) -> tuple[np.ndarray, int]:
+    """Group tracks by rigid motion, and choose the static scene among the groups.
+
+    In each of up to ``max_pairs`` frame pairs (gaps of 2 frames and more,
+    spread over the video), motions are fitted one after the other (RANSAC of
+    the fundamental matrix, or of a homography without parallax), each on the
+    tracks the previous ones left, so that every rigid body in view gets its
+    own motion. Two tracks that share a motion in most of the pairs they share
+    belong to one rigid group (average-linkage clustering of that affinity).
+    The static scene is the group with the most evidence of being the
+    background: observations (tracks x frames, so long-lived tracks weigh
+    more) times the square root of the share of the image its tracks span,
+    not its share of the tracks alone: in casual footage one mover can hold
+    more tracks than any one part of the background, but rarely spans the
+    image for the whole video.
+
+    Returns:
+        ``(labels (N,) int: group of each track, -1 for none; the static scene's label, -1 if none)``.
+    """
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    T, N = visibility.shape
+    W, H = image_size
+    usable = visibility & candidates[None]
+    labels = np.full(N, -1)
+    cand = np.flatnonzero(candidates)
+    if len(cand) < min_shared or T < 2:
+        return labels, -1
+    # Wide pairs: more motion, so two rigid bodies are less likely to fit one compromise motion.
+    pairs = [(i, j) for i, j in frame_pairs(T) if j - i >= min(5, T - 1)]
+    if len(pairs) > max_pairs:
+        pairs = [pairs[k] for k in np.linspace(0, len(pairs) - 1, max_pairs).round().astype(int)]
+    options = _ransac_options(threshold / 2, seed)
+    options.max_num_trials = 1000  # many small groups are fitted: cap the trials (a miss only splits a group)
+    K = np.array([[1.2 * max(W, H), 0, (W - 1) / 2], [0, 1.2 * max(W, H), (H - 1) / 2], [0, 0, 1]])
+    col = {n: k for k, n in enumerate(cand)}
+
+    def one_pair(pair):
+        i, j = pair
+        shared = np.flatnonzero(usable[i] & usable[j])
+        if len(shared) < min_shared:
+            return None
+        lab = np.full(len(shared), -1)
+        rest = np.arange(len(shared))
+        for g in range(max_groups):
+            if len(rest) < min_shared:
+                break
+            model = _pair_model(tracks[i, shared[rest]], tracks[j, shared[rest]], options, K, threshold / 2)
+            if model is None or model[2].sum() < min_shared:
+                break
+            lab[rest[model[2]]] = g
+            rest = rest[~model[2]]
+        return shared, lab
+
+    M = len(cand)
+    same = np.zeros((M, M), np.float32)
+    both = np.zeros((M, M), np.float32)
+    with ThreadPoolExecutor(max(1, min(len(pairs), os.cpu_count() or 1))) as pool:
+        for result in pool.map(one_pair, pairs):
+            if result is None:
+                continue
+            shared, lab = result
+            idx = np.array([col[n] for n in shared])
+            ok = lab >= 0
+            onehot = np.zeros((len(idx), int(lab.max()) + 2 if ok.any() else 1), np.float32)
+            onehot[np.flatnonzero(ok), lab[ok]] = 1
+            same[np.ix_(idx, idx)] += onehot @ onehot.T
+            both[np.ix_(idx, idx)] += 1
+    affinity = np.where(both >= 2, same / np.maximum(both, 1), 0.0)
+    np.fill_diagonal(affinity, 1.0)
+    dist = 1.0 - affinity
+    iu = np.triu_indices(M, 1)
+    Z = linkage(dist[iu].astype(np.float64), method="average")
+    cluster = fcluster(Z, t=CLUSTER_DISTANCE, criterion="distance")
+    best, best_score = -1, -np.inf
+    for c in np.unique(cluster):
+        members = cand[cluster == c]
+        if len(members) < min_shared:
+            continue
+        labels[members] = c
+        vis = usable[:, members]
+        obs = int(vis.sum())
+        spans = []
+        for t in range(T):
+            xy = tracks[t, members[vis[t]]]
+            if len(xy) >= 3:
+                ext = xy.max(0) - xy.min(0)
+                spans.append(min(ext[0] / W, 1.0) * min(ext[1] / H, 1.0))
+        spread = float(np.median(spans)) if spans else 0.0
+        score = obs * np.sqrt(spread)
+        logger.debug("rigid group %d: %d tracks, %d observations, spread %.2f, score %.1f",
+                     c, len(members), obs, spread, score)
+        if score > best_score:
+            best, best_score = int(c), score
+    # Renumber: the static scene 0, the others 1, 2, ... by size.
+    out = np.full(N, -1)
+    if best >= 0:
+        out[labels == best] = 0
+        others = sorted((c for c in np.unique(labels) if c not in (-1, best)), key=lambda c: -(labels == c).sum())
+        for k, c in enumerate(others, 1):
+            out[labels == c] = k
+    return out, (0 if best >= 0 else -1)
+
+
 def epipolar_scores(
     tracks: np.ndarray,
     visibility: np.ndarray,
@@ -110,9 +264,10 @@ def epipolar_scores(
     threshold: float = 2.0,
     still_threshold: float = 0.5,
     min_shared: int = 12,
+    reference: np.ndarray | None = None,
     seed: int = 0,
 ) -> tuple[np.ndarray, PairMotion]:
-    """Per-track residual to the majority motion of many frame pairs.
+    """Per-track residual to the static scene's motion in many frame pairs.
 
     Args:
         tracks: ``(T, N, 2)`` pixels; visibility: ``(T, N)`` bool.
@@ -120,51 +275,46 @@ def epipolar_scores(
         image_size: ``(W, H)`` (default: from the tracks).
         threshold: RANSAC inlier threshold, px (about 3-4x the tracking noise).
         still_threshold: displacement (px) below which a track has not moved in a pair;
-            pairs where 40% of the tracks have not moved show a still camera.
+            pairs where 40% of the reference tracks have not moved show a still camera.
         min_shared: pairs sharing fewer tracks are skipped.
+        reference: ``(N,)`` bool: the tracks each pair's motion is fitted to (the
+            static scene's rigid group, :func:`rigid_groups`); default: all
+            candidates (the majority motion). Residuals are computed for all.
         seed: RANSAC seed.
 
     Returns:
         ``(score (N,) px, NaN where a track shares no scored pair; PairMotion)``.
     """
-    import cv2
-    import pycolmap
-
     T, N = visibility.shape
     tracks = tracks.astype(np.float64)
     usable = visibility & candidates[None]
-    pairs = frame_pairs(T)
+    ref = usable if reference is None else usable & reference[None]
+    pairs = scoring_pairs(T)
     options = _ransac_options(threshold, seed)
     if image_size is None:
         image_size = (int(np.nanmax(tracks[..., 0])) + 1, int(np.nanmax(tracks[..., 1])) + 1)
     W, H = image_size
     # A rough pinhole (focal 1.2 x the longer side) is enough to tell in front from behind.
     K = np.array([[1.2 * max(W, H), 0, (W - 1) / 2], [0, 1.2 * max(W, H), (H - 1) / 2], [0, 0, 1]])
+
     def one_pair(pair: tuple[int, int]) -> tuple[str, np.ndarray, np.ndarray] | None:
         i, j = pair
         shared = np.flatnonzero(usable[i] & usable[j])
-        if len(shared) < min_shared:
+        fit = np.flatnonzero(ref[i] & ref[j])
+        if len(fit) < min_shared:
             return None
-        p1, p2 = tracks[i, shared], tracks[j, shared]
-        moved = np.linalg.norm(p2 - p1, axis=1)
+        moved = np.linalg.norm(tracks[j, fit] - tracks[i, fit], axis=1)
         if (moved < still_threshold).mean() >= 0.4:  # a large group that does not move: a still camera
-            return "still", shared, moved
-        F = pycolmap.estimate_fundamental_matrix(p1, p2, options)
-        if F is None:
+            return "still", shared, np.linalg.norm(tracks[j, shared] - tracks[i, shared], axis=1)
+        model = _fit_and_score(tracks[i, fit], tracks[j, fit], tracks[i, shared], tracks[j, shared],
+                               options, K, threshold)
+        if model is None:
             return None
-        Hm = pycolmap.estimate_homography_matrix(p1, p2, options)
-        if Hm is not None and Hm["num_inliers"] >= 0.95 * F["num_inliers"]:
-            return "rotation", shared, transfer_distance(Hm["H"], p1, p2)  # no parallax: the homography rules
-        dist = sampson_distance(F["F"], p1, p2)
-        # Points moving along the epipolar lines satisfy F, but often only by
-        # triangulating behind the cameras: count those as far off.
-        inl = np.asarray(F["inlier_mask"], bool)
-        _, R, t, _ = cv2.recoverPose(K.T @ F["F"] @ K, p1[inl], p2[inl], K)
-        behind = _behind(R, t.ravel(), K, p1, p2, 1.0)
-        return "general", shared, np.where(behind, np.maximum(dist, 5 * threshold), dist)
+        return model[0], shared, model[1]
 
     residuals: list[list[tuple[int, float]]] = [[] for _ in range(N)]
     counts = dict(num_pairs=0, still=0, rotation=0, general=0)
+    kinds: dict[tuple[int, int], str] = {}
     # pycolmap's estimators release the GIL: pairs run on all cores, results in pair order.
     with ThreadPoolExecutor(max(1, min(len(pairs), os.cpu_count() or 1))) as pool:
         for (i, j), result in zip(pairs, pool.map(one_pair, pairs)):
@@ -173,6 +323,7 @@ def epipolar_scores(
             kind, shared, dist = result
             counts["num_pairs"] += 1
             counts[kind] += 1
+            kinds[(i, j)] = kind
             for n, d in zip(shared, dist):
                 residuals[n].append((j - i, float(d)))
     score = np.full(N, np.nan)
@@ -182,7 +333,25 @@ def epipolar_scores(
         arr = np.array(r)
         wide = arr[arr[:, 0] >= min(3, arr[:, 0].max())]
         score[n] = float(np.percentile(wide[:, 1], 75))
-    return score, PairMotion(**counts)
+    return score, PairMotion(**counts, kinds=kinds)
+
+
+def _fit_and_score(f1, f2, p1, p2, options, K, threshold):
+    """Fit the motion of ``f1 -> f2`` and score ``p1 -> p2`` against it: ``(kind, distances)``."""
+    import cv2
+    import pycolmap
+
+    F = pycolmap.estimate_fundamental_matrix(f1, f2, options)
+    if F is None:
+        return None
+    Hm = pycolmap.estimate_homography_matrix(f1, f2, options)
+    if Hm is not None and Hm["num_inliers"] >= 0.95 * F["num_inliers"]:
+        return "rotation", transfer_distance(Hm["H"], p1, p2)  # no parallax: the homography rules
+    dist = sampson_distance(F["F"], p1, p2)
+    inl = np.asarray(F["inlier_mask"], bool)
+    _, R, t, _ = cv2.recoverPose(K.T @ F["F"] @ K, f1[inl], f2[inl], K)
+    behind = _behind(R, t.ravel(), K, p1, p2, 1.0)
+    return "general", np.where(behind, np.maximum(dist, 5 * threshold), dist)
 
 
 def reprojection_scores(
