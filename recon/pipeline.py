@@ -480,8 +480,9 @@ def _register_frames(tracks, vis, static, points, K, image_size, cam_from_world,
 
 
 def _hold_rotation_stretches(motion, kind, cam_from_world, status, min_length=3):
-    """Frames inside stretches where every pair of nearby frames is rotation-only: their centres held at
-    the stretch's median centre (translation there is noise, not motion)."""
+    """Frames inside stretches where two thirds of the pairs of nearby frames (3 apart at most) are
+    rotation-only: their centres held at the stretch's median centre (translation there is noise, not
+    motion)."""
     T = len(kind)
     votes = np.zeros(T)
     total = np.zeros(T)
@@ -490,7 +491,7 @@ def _hold_rotation_stretches(motion, kind, cam_from_world, status, min_length=3)
             for t in (i, j):
                 total[t] += 1
                 votes[t] += k in ("rotation", "still")
-    flat = (total > 0) & (votes >= total) & (kind == "full")
+    flat = (total > 0) & (votes >= 0.67 * total) & (kind == "full")
     t = 0
     held = 0
     while t < T:

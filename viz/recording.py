@@ -19,6 +19,11 @@ Layout of the recording:
   the OpenCV convention stated explicitly) that draws the frustum. A frame
   that is not registered (NaN pose) gets a ``Clear`` instead, so no stale
   camera is shown.
+- ``camera_status``: per frame, a ``TextLog`` saying how that frame's camera
+  was solved, when ``camera_kind`` is given: ``full`` (INFO), ``rotation-only``
+  (WARN: the centre is held fixed, no parallax there) or ``unsolved`` with
+  the reason (ERROR), so the viewer's log and timeline show rotation-only and
+  unsolved frames distinctly.
 - ``world/camera/image``: the video frame (JPEG by default), when frames are
   given.
 - ``world/camera/image/tracks``: per frame, ``Points2D`` of the tracks visible
@@ -95,6 +100,17 @@ def _encode(frame: np.ndarray, jpeg_quality: int | None):
     return rr.EncodedImage(contents=data.tobytes(), media_type="image/jpeg")
 
 
+def _camera_status(t: int, kind: str, registered: bool, reason: str | None) -> rr.TextLog:
+    if not registered or kind == "none":
+        return rr.TextLog(f"frame {t}: camera unsolved" + (f" ({reason})" if reason else ""),
+                          level=rr.TextLogLevel.ERROR)
+    if kind == "rotation":
+        return rr.TextLog(f"frame {t}: rotation-only camera (centre held fixed: no parallax)",
+                          level=rr.TextLogLevel.WARN)
+    return rr.TextLog(f"frame {t}: camera {'still (identity)' if kind == 'identity' else 'solved'}",
+                      level=rr.TextLogLevel.INFO)
+
+
 def write_recording(
     path: str | Path,
     *,
@@ -113,6 +129,8 @@ def write_recording(
     application_id: str = "track3d",
     progress: Callable[[int, int], None] | None = None,
     jpeg_quality: int | None = 90,
+    camera_kind: np.ndarray | None = None,
+    unsolved: dict[int, str] | None = None,
 ) -> Path:
     """Write a Rerun recording of a reconstruction (layout: see the module docstring).
 
@@ -144,6 +162,10 @@ def write_recording(
         progress: Called as ``progress(done, total)`` after each frame.
         jpeg_quality: JPEG quality (1-100) of the stored frames; None stores
             raw RGB (several times larger).
+        camera_kind: ``(T,)`` str per frame, ``"full"``, ``"rotation"``,
+            ``"identity"`` or ``"none"`` (:attr:`recon.Reconstruction.camera_kind`);
+            logged to ``camera_status``. None: nothing logged there.
+        unsolved: ``{frame: reason}`` for unsolved frames (shown in their log line).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -191,6 +213,11 @@ def write_recording(
         raise ValueError(f"jpeg_quality must be in 1..100 or None, got {jpeg_quality}")
 
     registered = np.isfinite(cam_from_world).all(axis=(1, 2))
+    if camera_kind is not None:
+        camera_kind = np.asarray(camera_kind).astype(str)
+        if camera_kind.shape != (num_steps,):
+            raise ValueError(f"camera_kind must have shape ({num_steps},), got {camera_kind.shape}")
+    unsolved = unsolved or {}
     known_K = np.isfinite(K).all(axis=(1, 2))
     moving = trajectories[:, is_dynamic].astype(np.float32)  # (T, D, 3)
     finite_2d = np.isfinite(tracks).all(axis=2)
@@ -224,6 +251,8 @@ def write_recording(
                         camera_xyz=rr.ViewCoordinates.RDF))
             else:
                 rec.log("world/camera", rr.Clear(recursive=False))
+            if camera_kind is not None:
+                rec.log("camera_status", _camera_status(t, camera_kind[t], registered[t], unsolved.get(t)))
             if frame_iter is not None:
                 frame = next(frame_iter, None)
                 if frame is None:
