@@ -36,6 +36,13 @@ pyramids of ``cv2.buildOpticalFlowPyramid``, so every LK call builds the
 pyramids of its two frames. 1024 points from one frame through 24 frames of
 256x256 take 0.2-0.4 s on two CPU cores (0.6-0.8 s with query frames spread
 over the video and backward tracking).
+
+It is also where a model built with ``initialisation="baseline"`` starts its
+refinement: :func:`initial_tracks` turns the baseline's tracks and visibility
+into the model's ``init`` input, and is registered with the predictors
+(:func:`cotracker3.predictor.register_initial_tracks`) when this module is
+imported (``import cotracker3`` does), so they start such a model from it by
+themselves. The model and the predictors never import this module.
 """
 
 from __future__ import annotations
@@ -53,9 +60,17 @@ from cotracker3.predictor import (
     check_queries,
     check_request,
     grid_points,
+    register_initial_tracks,
 )
 
 logger = logging.getLogger(__name__)
+
+BASELINE = "baseline"
+"""Tracker name of the classical Lucas-Kanade baseline (``--model`` / ``--tracker``), and
+the :data:`cotracker3.model.INITIALISATIONS` name of a model that refines its tracks."""
+
+#: Initial visibility logit of a point the baseline sees (minus it: one it lost).
+BASELINE_VIS_LOGIT = 2.0
 
 GREY_WEIGHTS = (0.299, 0.587, 0.114)
 """ITU-R BT.601 luma weights of R, G, B (those of ``cv2.COLOR_RGB2GRAY``)."""
@@ -632,3 +647,35 @@ class LucasKanadeTracker:
         out = out.reshape(-1, 2)
         ok = status.reshape(-1).astype(bool) & np.isfinite(out).all(1)
         return np.where(ok[:, None], out, pts).astype(np.float32), ok
+
+
+# --------------------------------------------------------------------------
+# Starting tracks of a model that refines the baseline's
+# --------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def initial_tracks(video: Tensor, queries: Tensor) -> tuple[Tensor, Tensor]:
+    """Where a model with ``initialisation="baseline"`` starts its refinement: the baseline's
+    tracks (both directions of time from each query) and its visibility as logits.
+
+    Args:
+        video: ``(B, T, 3, H, W)`` 0..255, any size (the baseline tracks it as given).
+        queries: ``(B, N, 3)`` ``(t, x, y)`` in pixels of ``video`` (frame indices are
+            rounded, points clamped into the frame).
+
+    Returns:
+        ``(coords (B, T, N, 2)`` pixels of ``video``, ``vis (B, T, N)`` logits
+        ``+-BASELINE_VIS_LOGIT``), on the queries' device, float32: the model's ``init``.
+    """
+    H, W = video.shape[-2:]
+    q = queries.detach().float().cpu().clone()
+    q[..., 0] = q[..., 0].round()
+    q[..., 1] = q[..., 1].clamp(0, W - 1)
+    q[..., 2] = q[..., 2].clamp(0, H - 1)
+    out = LucasKanadeTracker()(video.detach().cpu(), queries=q, backward_tracking=True)
+    vis = torch.where(out.visibility, BASELINE_VIS_LOGIT, -BASELINE_VIS_LOGIT)
+    return out.tracks.float().to(queries.device), vis.float().to(queries.device)
+
+
+register_initial_tracks(BASELINE, initial_tracks)

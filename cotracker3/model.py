@@ -700,10 +700,9 @@ class CoTracker3(nn.Module):
 INITIALISATIONS = (None, "baseline")
 """How an offline model starts its refinement: ``None`` (the published models: every
 frame at the query position, visibility and confidence logits 0) or ``"baseline"``
-(the tracks and visibility of the Lucas-Kanade baseline, which the model refines)."""
-
-#: Initial visibility logit of a point the baseline sees (minus it: one it lost).
-BASELINE_VIS_LOGIT = 2.0
+(given tracks and visibility logits, ``init`` of :meth:`CoTracker3Offline.forward`:
+those of the Lucas-Kanade baseline, :func:`cotracker3.baseline.initial_tracks`, which
+the model refines). The model never computes them itself."""
 
 
 class CoTracker3Offline(CoTracker3):
@@ -712,10 +711,11 @@ class CoTracker3Offline(CoTracker3):
     Args:
         initialisation: where the iterative refinement starts. ``None`` (default,
             the published models): every frame at the query position. ``"baseline"``:
-            at the tracks of the classical Lucas-Kanade tracker
-            (:class:`cotracker3.baseline.LucasKanadeTracker`, both directions of time),
-            with initial visibility logits of ``+-BASELINE_VIS_LOGIT`` where it sees or
-            lost the point. A small model trained briefly then spends its capacity on
+            at tracks and visibility logits the caller passes as ``init`` (the
+            Lucas-Kanade baseline's, both directions of time, with initial visibility
+            logits of ``+-BASELINE_VIS_LOGIT`` where it sees or lost the point: see
+            :func:`cotracker3.baseline.initial_tracks`; the predictors supply them).
+            A small model trained briefly then spends its capacity on
             correcting the classical tracks (occlusions, drift, lost points) instead of
             first learning to follow texture; the trained embedded model is built so.
             Not a weight: it is part of the architecture record
@@ -729,49 +729,30 @@ class CoTracker3Offline(CoTracker3):
             raise ValueError(f"initialisation must be one of {INITIALISATIONS}, got {initialisation!r}")
         self.initialisation = initialisation
 
-    @torch.no_grad()
-    def initial_tracks(self, video: Tensor, queries: Tensor) -> tuple[Tensor, Tensor] | None:
-        """Where refinement starts for :attr:`initialisation` ``"baseline"`` (else None).
-
-        Args:
-            video: ``(B, T, 3, H, W)`` 0..255, any size (the baseline tracks it as given).
-            queries: ``(B, N, 3)`` ``(t, x, y)`` in pixels of ``video``.
-
-        Returns:
-            ``(coords (B, T, N, 2)`` pixels of ``video``, ``vis (B, T, N)`` logits), on the
-            queries' device, float32.
-        """
-        if self.initialisation is None:
-            return None
-        from cotracker3.baseline import LucasKanadeTracker
-
-        H, W = video.shape[-2:]
-        q = queries.detach().float().cpu().clone()
-        q[..., 0] = q[..., 0].round()
-        q[..., 1] = q[..., 1].clamp(0, W - 1)
-        q[..., 2] = q[..., 2].clamp(0, H - 1)
-        out = LucasKanadeTracker()(video.detach().cpu(), queries=q, backward_tracking=True)
-        vis = torch.where(out.visibility, BASELINE_VIS_LOGIT, -BASELINE_VIS_LOGIT)
-        return out.tracks.float().to(queries.device), vis.float().to(queries.device)
-
-    def forward(self, video: Tensor, queries: Tensor, iters: int = 4) -> ModelOutput:
+    def forward(self, video: Tensor, queries: Tensor, iters: int = 4,
+                init: tuple[Tensor, Tensor] | None = None) -> ModelOutput:
         """Track queries through a whole video.
 
         Args:
             video: ``(B, T, 3, H, W)`` float, RGB 0..255, ``H, W`` multiples of the stride.
             queries: ``(B, N, 3)`` float, ``(t, x, y)``: frame index and pixels of ``video``.
             iters: refinement iterations.
+            init: where refinement starts, for a model whose :attr:`initialisation` is
+                ``"baseline"`` (required there, e.g. from
+                :func:`cotracker3.baseline.initial_tracks`): ``(coords (B, T, N, 2)``
+                pixels of ``video``, ``vis (B, T, N)`` logits``)``. Default: the query
+                position in every frame, logits 0.
 
         Returns:
             :class:`ModelOutput` with ``coords (B, T, N, 2)``, ``vis`` and ``conf (B, T, N)``.
         """
-        outputs = self.forward_train(video, queries, iters)
+        outputs = self.forward_train(video, queries, iters, init=init)
         return outputs[-1]
 
-    def forward_train(self, video: Tensor, queries: Tensor, iters: int = 4) -> list[ModelOutput]:
+    def forward_train(self, video: Tensor, queries: Tensor, iters: int = 4,
+                      init: tuple[Tensor, Tensor] | None = None) -> list[ModelOutput]:
         """Like :meth:`forward`, returning every iteration's output (for the losses)."""
         self.check_inputs(video, queries)
-        init = self.initial_tracks(video, queries)
         return self.track_features(self.encode(video), queries, iters, init=init)
 
     def track_features(self, pyramid: list[Tensor], queries: Tensor, iters: int = 4,
@@ -786,14 +767,23 @@ class CoTracker3Offline(CoTracker3):
             queries: ``(B, N, 3)`` float ``(t, x, y)``, pixels of the encoded frames.
             iters: refinement iterations.
             init: optional ``(coords (B, T, N, 2)`` pixels of the encoded frames,
-                ``vis (B, T, N)`` logits``)`` to start refining from (:meth:`initial_tracks`);
-                default: the query position in every frame, logits 0.
+                ``vis (B, T, N)`` logits``)`` to start refining from (required when
+                :attr:`initialisation` is ``"baseline"``); default: the query position in
+                every frame, logits 0.
 
         Returns:
             Every iteration's :class:`ModelOutput`.
+
+        Raises:
+            ValueError: ``init`` is missing for a model that refines given tracks, or has
+                the wrong shape.
         """
         B, T = pyramid[0].shape[:2]
         self._check_queries(queries, B)
+        if init is None and self.initialisation is not None:
+            raise ValueError(f"this model refines given tracks (initialisation {self.initialisation!r}): pass "
+                             "init=(coords, vis), e.g. from cotracker3.baseline.initial_tracks(video, queries); "
+                             "the predictors do")
         N = queries.shape[1]
         frames = queries[..., 0].long()
         qxy = queries[..., 1:].float() / self.stride
@@ -967,28 +957,3 @@ class CoTracker3Online(CoTracker3):
                 break
             start += self.step
         return ModelOutput(torch.cat(coords, 1), torch.cat(vis, 1), torch.cat(conf, 1))
-
-
-def build_model(name: str = "cotracker3-offline", **overrides) -> CoTracker3:
-    """Build the architecture of a registered model (no weights, no I/O).
-
-    Args:
-        name: a registry name (``cotracker3-offline``, ``cotracker3-online``,
-            ``cotracker3-offline-kubric``, ``cotracker3-online-kubric``, ...), or
-            ``"offline"`` / ``"online"`` for the published sizes.
-        **overrides: constructor arguments that replace the registry's.
-
-    Returns:
-        :class:`CoTracker3Offline` or :class:`CoTracker3Online`, randomly initialised.
-    """
-    if name in ("offline", "online"):
-        offline, kwargs = name == "offline", {"window_len": 60 if name == "offline" else 16}
-    else:
-        from cotracker3.weights import get_config
-
-        cfg = get_config(name)
-        offline = cfg.offline
-        kwargs = {"window_len": cfg.window_len, "model_resolution": tuple(cfg.model_resolution)}
-        kwargs.update(getattr(cfg, "arch", None) or {})
-    kwargs.update(overrides)
-    return (CoTracker3Offline if offline else CoTracker3Online)(**kwargs)

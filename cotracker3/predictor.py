@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -43,6 +43,36 @@ DENSE_GRID_SIZE = 80
 """Dense tracking samples every ``W // 80``-th pixel in each batch of queries."""
 PRECISIONS = (torch.float32, torch.bfloat16, torch.float16)
 """Arithmetic precisions of the predictors: float32 (exact), bfloat16 (CPU and GPU), float16 (GPU)."""
+
+InitialTracks = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+"""``fn(video (B, T, 3, H, W) 0..255, queries (B, N, 3) (t, x, y) pixels of video) ->
+(coords (B, T, N, 2) pixels of video, vis (B, T, N) logits)``: where a model's refinement starts."""
+
+INITIAL_TRACKS: dict[str, InitialTracks] = {}
+"""The source of starting tracks of each :data:`cotracker3.model.INITIALISATIONS` name
+but ``None``, filled by :func:`register_initial_tracks` (:mod:`cotracker3.baseline`
+registers ``"baseline"`` when it is imported, as ``import cotracker3`` does)."""
+
+
+def register_initial_tracks(name: str, fn: InitialTracks) -> None:
+    """Make ``fn`` where the predictors start a model whose ``initialisation`` is ``name``."""
+    INITIAL_TRACKS[name] = fn
+
+
+def initial_tracks_source(model: CoTracker3) -> InitialTracks | None:
+    """Where ``model``'s refinement starts: None for a model that starts from its queries
+    (the published models), else the function registered for its ``initialisation``.
+
+    Raises:
+        InputError: nothing is registered for the model's initialisation.
+    """
+    name = getattr(model, "initialisation", None)
+    if name is None:
+        return None
+    if name not in INITIAL_TRACKS:
+        raise InputError(f"the model refines {name!r} tracks, and nothing provides them: import cotracker3 "
+                         "(it registers the Lucas-Kanade baseline's) or pass initial_tracks= to the predictor")
+    return INITIAL_TRACKS[name]
 
 
 # --------------------------------------------------------------------------
@@ -393,6 +423,12 @@ class Predictor(_PredictorBase):
             (mixed precision on CPU or GPU: about twice as fast on CPUs with bfloat16
             instructions, tracks within a fraction of a pixel), or ``torch.float16`` (GPU).
             Outputs are float32 in every case.
+        initial_tracks: for a model whose refinement starts from given tracks
+            (``initialisation="baseline"``): ``fn(video, queries) -> (coords, vis logits)``
+            in the caller's pixels (:data:`InitialTracks`), run on the caller's frames.
+            Default: the one registered for the model's initialisation
+            (:func:`cotracker3.baseline.initial_tracks` for ``"baseline"``); unused for
+            the published models.
 
     Example:
         >>> pred = Predictor(model)
@@ -407,9 +443,15 @@ class Predictor(_PredictorBase):
         visibility_threshold: float | None = None,
         support_grid_size: int = SUPPORT_GRID_SIZE,
         dtype: torch.dtype = torch.float32,
+        initial_tracks: InitialTracks | None = None,
     ):
         super().__init__(model, CoTracker3Offline, iters, visibility_threshold, OFFLINE_VISIBILITY_THRESHOLD, dtype)
         self.support_grid_size = support_grid_size
+        if getattr(model, "initialisation", None) is None:
+            initial_tracks = None
+        elif initial_tracks is None:
+            initial_tracks = initial_tracks_source(model)
+        self.initial_tracks = initial_tracks
 
     @torch.no_grad()
     def __call__(
@@ -570,15 +612,15 @@ class Predictor(_PredictorBase):
         return TrackingResult(tracks * back, visible, conf, q_out, visibility_score=vis)
 
     def _initial_tracks(self, video: Tensor, q: Tensor) -> tuple[Tensor, Tensor] | None:
-        """The model's starting tracks (:meth:`CoTracker3Offline.initial_tracks`) for queries
-        ``q`` in model pixels, from the caller's frames, in model pixels; None for a model
-        that starts from its queries."""
-        if getattr(self.model, "initialisation", None) is None:
+        """The model's starting tracks (:attr:`initial_tracks`) for queries ``q`` in model
+        pixels, from the caller's frames, in model pixels; None for a model that starts
+        from its queries."""
+        if self.initial_tracks is None:
             return None
         H, W = video.shape[-2:]
         q_video = q.clone()
         q_video[..., 1:] *= _scale(self.interp_shape, (H, W), q)
-        coords, vis = self.model.initial_tracks(video, q_video)
+        coords, vis = self.initial_tracks(video, q_video)
         return coords * _scale((H, W), self.interp_shape, coords), vis
 
     def _merge_backward(self, reversed_pyramid, q, tracks, vis, conf, init=None):

@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 
 from cotracker3.errors import CheckpointError, CoTrackerError, WeightsUnavailableError
+from cotracker3.model import CoTracker3, CoTracker3Offline, CoTracker3Online
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +165,29 @@ def get_config(name: str) -> PretrainedConfig:
     except (KeyError, TypeError):
         known = ", ".join(sorted(REGISTRY))
         raise UnknownModelError(f"unknown CoTracker3 model {name!r}; known models: {known}") from None
+
+
+def build_model(name: str = "cotracker3-offline", **overrides) -> CoTracker3:
+    """Build the architecture of a registered model (no weights, no I/O).
+
+    Args:
+        name: a registry name (``cotracker3-offline``, ``cotracker3-online``,
+            ``cotracker3-offline-kubric``, ``cotracker3-online-kubric``, ...), or
+            ``"offline"`` / ``"online"`` for the published sizes.
+        **overrides: constructor arguments that replace the registry's.
+
+    Returns:
+        :class:`CoTracker3Offline` or :class:`CoTracker3Online`, randomly initialised.
+    """
+    if name in ("offline", "online"):
+        offline, kwargs = name == "offline", {"window_len": 60 if name == "offline" else 16}
+    else:
+        cfg = get_config(name)
+        offline = cfg.offline
+        kwargs = {"window_len": cfg.window_len, "model_resolution": tuple(cfg.model_resolution)}
+        kwargs.update(getattr(cfg, "arch", None) or {})
+    kwargs.update(overrides)
+    return (CoTracker3Offline if offline else CoTracker3Online)(**kwargs)
 
 
 def _env(name: str) -> str | None:
@@ -477,7 +501,7 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path) -> torch.nn.Module
     """Load a checkpoint file into a model, strictly.
 
     Args:
-        model: the architecture, e.g. from ``cotracker3.model.build_model``.
+        model: the architecture, e.g. from :func:`build_model`.
         path: a ``.pth``/``.pt``/``.safetensors`` checkpoint.
 
     Returns:
@@ -528,8 +552,6 @@ def from_pretrained(
             downloadable.
     """
     get_config(name)
-    from cotracker3.model import build_model
-
     if name == "embedded":
         from cotracker3 import embedded
 
@@ -563,8 +585,6 @@ def model_from_checkpoint(path: str | Path, kind: str | None = None) -> torch.nn
         CheckpointError: the file does not exist, is not a checkpoint, or fits
             neither architecture.
     """
-    from cotracker3.model import build_model
-
     path = Path(path)
     if path.is_dir() and (path / "model.pt").is_file():
         path = path / "model.pt"
@@ -604,9 +624,8 @@ def _training_run_config(path: Path) -> dict | None:
 def _embedded_arch() -> dict:
     """The embedded model's sizes: from the shipped provenance, else the training default."""
     from cotracker3 import embedded
-    from cotracker3.training import SMALL_MODEL
 
-    arch = dict(embedded.provenance()["architecture"]) if embedded.available() else dict(SMALL_MODEL)
+    arch = dict(embedded.provenance()["architecture"]) if embedded.available() else dict(embedded.SMALL_MODEL)
     arch.pop("window_len", None)
     arch.pop("model_resolution", None)
     return arch

@@ -18,13 +18,14 @@ The same as commands: ``track3d reconstruct video.mp4 --grid 50 --out out/``,
 :class:`track3d.tracking.TrackOptions` for every option.
 """
 
-__version__ = "0.1.0"
-
 from track3d.errors import OutputError, Track3DError, USER_ERRORS, VideoError
 from track3d.io import load_tracks
-from track3d.reconstruction import ReconstructOptions, Result, load, reconstruct
+from track3d.reconstruction import ReconstructOptions, Result, _version, load, reconstruct
 from track3d.tracking import TrackOptions, Tracks, track
 from track3d.video import VideoInfo, iter_frames, probe, read_video
+
+__version__ = _version()
+"""The installed version (package metadata: ``pyproject.toml``, one source)."""
 
 
 __all__ = [

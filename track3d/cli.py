@@ -2,7 +2,7 @@
 
 Each sub-command is a thin layer over a Python function: ``track3d track``
 over :func:`track3d.track` (options from :class:`track3d.tracking.TrackOptions`),
-``track3d eval`` over :func:`cotracker3.evaluation.evaluate`, ``track3d models``
+``track3d eval`` over :func:`cotracker3.eval.scoring.evaluate`, ``track3d models``
 over the weight registry. Mistakes in the input give a
 one-line error and exit code 2, never a traceback.
 """
@@ -109,8 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser(
         "reconstruct",
         help="track a video and reconstruct it in 3D: cameras, static cloud, moving trajectories",
-        description="Track a grid of points through VIDEO (CoTracker3; the classical Lucas-Kanade baseline "
-        "when no weights can be had, with a warning), separate static from moving points, solve the "
+        description="Track a grid of points through VIDEO (CoTracker3 with the published weights; when they "
+        "cannot be had, with a warning, the project's small embedded model shipped in the package, or the "
+        "classical Lucas-Kanade baseline where no embedded model ships or with --online), separate static from "
+        "moving points, solve the "
         "cameras (COLMAP bundle adjustment on the tracks), triangulate the static points and place the "
         "moving ones per frame. Writes OUT/: reconstruction.npz (every array), colmap/ (the COLMAP model), "
         "points.ply (static cloud, coloured), dynamic.glb (moving points per frame), recording.rrd (Rerun; "
@@ -362,7 +364,8 @@ def _checkpoint_on_sigterm() -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``track3d train``: supervised training on the synthetic engine, resumable."""
-    from cotracker3.training import SMALL_MODEL, TrainConfig, TrainingError, train
+    from cotracker3.embedded import SMALL_MODEL
+    from cotracker3.train.loop import TrainConfig, TrainingError, train
 
     model = dict(SMALL_MODEL) if args.size == "small" else dict(model_resolution=(256, 256), window_len=24)
     if args.init_tracks == "baseline":
@@ -394,30 +397,21 @@ def _run_training(args: argparse.Namespace, label: str, run) -> int:
 
 def _export_embedded(run_dir: str, dest: str | None) -> None:
     """Choose a finished run's visibility threshold on calibration scenes, evaluate it on the
-    synthetic set (5 scenes per tier) with that threshold, and write it as the embedded model."""
+    synthetic set (5 scenes per tier) with that threshold, and write it as the embedded model
+    (:func:`cotracker3.train.export.export_run`)."""
     import shlex
 
-    from cotracker3 import embedded
-    from cotracker3.evaluation import CALIBRATION_ITERS, calibrate_visibility, calibration_videos
-    from cotracker3.predictor import Predictor
-    from cotracker3.training import evaluate_model, load_run_model
+    from cotracker3.train.export import export_run
 
-    model = load_run_model(run_dir)
-    print("choosing the visibility threshold and refinement iterations on calibration scenes ...", file=sys.stderr)
-    calibration = calibrate_visibility(Predictor(model), calibration_videos(), iterations=CALIBRATION_ITERS)
-    model.visibility_threshold, model.iters = calibration.threshold, calibration.iters
-    print(f"visibility threshold {calibration.threshold}, {calibration.iters} iterations; evaluating on the "
-          "synthetic set for the provenance record ...", file=sys.stderr)
-    metrics = evaluate_model(model, videos_per_tier=5)
-    dest = embedded.export(run_dir, dest, metrics=metrics, command=shlex.join(["track3d", *sys.argv[1:]]),
-                           calibration=calibration.to_json())
+    dest, metrics = export_run(run_dir, dest, command=shlex.join(["track3d", *sys.argv[1:]]))
     print(f"wrote the embedded model to {dest} (mean AJ {metrics.get('mean', {}).get('average_jaccard')})")
 
 
 def cmd_pseudo_label(args: argparse.Namespace) -> int:
     """``track3d pseudo-label``: real-video fine-tuning from teacher labels, resumable."""
-    from cotracker3.pseudo_label import PseudoLabelConfig, finetune
-    from cotracker3.training import SMALL_MODEL, run_architecture
+    from cotracker3.embedded import SMALL_MODEL
+    from cotracker3.train.loop import run_architecture
+    from cotracker3.train.pseudo_label import PseudoLabelConfig, finetune
 
     # The student keeps the architecture of the run it starts from (sizes, initialisation).
     model = run_architecture(args.init) or dict(SMALL_MODEL)
@@ -436,7 +430,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     import torch
 
-    from cotracker3 import datasets, evaluation, synthetic
+    from cotracker3 import synthetic
+    from cotracker3.eval import datasets, scoring
     from track3d import io
     from track3d.errors import OutputError, Track3DError
     from track3d.tracking import resolve_device
@@ -448,7 +443,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise Track3DError(f"--iters must be at least 1, got {args.iters}")
     if args.max_videos is not None and args.max_videos < 1:
         raise Track3DError(f"--max-videos must be at least 1, got {args.max_videos}")
-    tracker, label = evaluation.load_tracker(args.tracker, device=resolve_device(args.device), iters=args.iters,
+    tracker, label = scoring.load_tracker(args.tracker, device=resolve_device(args.device), iters=args.iters,
                                              dtype=getattr(torch, args.precision))
     if args.dataset == "synthetic":
         unknown = [t for t in args.tiers or [] if t not in synthetic.EVAL_TIERS]
@@ -457,7 +452,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         per_tier = args.videos_per_tier or synthetic.EVAL_VIDEOS_PER_TIER
         if per_tier < 1:
             raise Track3DError(f"--videos-per-tier must be at least 1, got {per_tier}")
-        videos = evaluation.synthetic_videos(args.tiers, per_tier)
+        videos = scoring.synthetic_videos(args.tiers, per_tier)
         total = len(args.tiers or synthetic.EVAL_TIERS) * per_tier
     else:
         if args.tiers or args.videos_per_tier:
@@ -473,7 +468,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         bar = tqdm(total=total, desc="eval", unit="video", leave=False)
     try:
-        report = evaluation.evaluate(tracker, videos, args.query_mode, tracker_name=label,
+        report = scoring.evaluate(tracker, videos, args.query_mode, tracker_name=label,
                                      dataset_name=args.dataset, progress=(lambda *a: bar.update(1)) if bar else None)
     finally:
         if bar is not None:

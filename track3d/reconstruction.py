@@ -26,6 +26,7 @@ an interrupted run never leaves a folder that looks complete.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
 import logging
 import resource
@@ -63,6 +64,8 @@ class ReconstructOptions(TrackOptions):
         "frame, in name order, at the source video's size: .npy float arrays or 16-bit .png; used to "
         "place the moving points")
     min_track_length: int = _opt(3, "tracks visible in fewer frames are not reconstructed")
+    mapper: str = _opt("incremental", "COLMAP mapper for the cameras: 'incremental' or 'global' (COLMAP 4's "
+                       "global mapper); see the README's measurements", choices=("incremental", "global"))
     tail: int = _opt(10, "frames of trajectory tail drawn behind moving points in the Rerun recording")
 
 
@@ -93,6 +96,11 @@ class Result:
     ``points``        (M, 3)      float64 the static point cloud (world units)
     ``point_tracks``  (M,)        int64   the track of each static point
     ``colors``        (N, 3)      uint8   each track's colour in the video
+    ``camera_kind``   (T,)        str     how each frame's camera was solved:
+                                          full, rotation (rotation-only, centre
+                                          held fixed), identity (still), none
+    ``groups``        (N,)        int64   rigid motion group: 0 the static scene,
+                                          1, 2, ... rigid movers, -1 none
     ================= =========== ======= ======================================
 
     World units are those of the reconstruction (arbitrary scale without
@@ -152,7 +160,9 @@ class Result:
             path, tracks=self.tracks, visibility=self.visibility, is_dynamic=self.is_dynamic,
             cam_from_world=self.cam_from_world, K=self.K, points=self.points, point_colors=self.static_colors,
             trajectories=self.trajectories, frame_size=self.frame_size, fps=self.fps,
-            frames=self._frames() if frames else None, tail=int(self.summary.get("options", {}).get("tail", 10)))
+            frames=self._frames() if frames else None, tail=int(self.summary.get("options", {}).get("tail", 10)),
+            camera_kind=self.arrays.get("camera_kind"),
+            unsolved={int(t): r for t, r in self.summary.get("unsolved_frames", {}).items()})
 
     def export(self, path: str | Path) -> Path:
         """Write one part of the result, chosen by the extension of ``path``.
@@ -405,9 +415,14 @@ def reconstruct(
         depth = read_depth_folder(opts.depth, tracked.frame_indices, info.num_frames, tracked.frame_size)
 
     t0 = time.perf_counter()
+    # Pixel thresholds are relative to the resolution the tracker worked at (a model's input size).
+    resolution = getattr(model, "model_resolution", None)
+    track_resolution = (int(resolution[1]), int(resolution[0])) if resolution is not None else None
     rec = recon.reconstruct(tracked.tracks, tracked.visibility, tracked.frame_size, confidence=tracked.confidence,
                             intrinsics=K, depth=depth,
-                            options=recon.ReconOptions(min_track_length=opts.min_track_length), progress=progress)
+                            options=recon.ReconOptions(min_track_length=opts.min_track_length,
+                                                       track_resolution=track_resolution, mapper=opts.mapper),
+                            progress=progress)
     t_recon = time.perf_counter() - t0
     memory["reconstruct"] = _peak_mb()
 
@@ -432,6 +447,9 @@ def reconstruct(
         "frames": T, "tracks": N, "frame_size": list(tracked.frame_size), "fps": tracked.fps,
         "cameras": status.cameras,
         "registered_frames": status.registered[0],
+        "rotation_only_frames": list(status.rotation_frames),
+        "unsolved_frames": {str(t): reason for t, reason in status.unsolved.items()},
+        "track_resolution": list(track_resolution) if track_resolution else None,
         "focal": status.focal,
         "static_tracks": status.static_tracks, "moving_tracks": status.moving_tracks,
         "unused_tracks": status.unused_tracks, "static_points": int(len(rec.points)),
@@ -451,6 +469,9 @@ def reconstruct(
 
 
 def _version() -> str:
-    from track3d import __version__
-
-    return __version__
+    """The installed track3d's version, from the package metadata (``pyproject.toml``);
+    ``"unknown"`` when it is run from a source tree that was never installed."""
+    try:
+        return importlib.metadata.version("track3d")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

@@ -19,9 +19,8 @@ import numpy as np
 import torch
 
 import cotracker3
-from cotracker3.baseline import LucasKanadeTracker
+from cotracker3.baseline import BASELINE, LucasKanadeTracker
 from cotracker3.errors import QueryError
-from cotracker3.evaluation import BASELINE
 from cotracker3.predictor import check_queries
 from track3d import io, video as video_io
 from track3d.errors import Track3DError, VideoError

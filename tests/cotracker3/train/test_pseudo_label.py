@@ -15,9 +15,9 @@ from cotracker3.baseline import LucasKanadeTracker
 from cotracker3.errors import CheckpointError, DatasetError
 from cotracker3.model import CoTracker3Offline
 from cotracker3.predictor import Predictor
-from cotracker3.pseudo_label import (FROZEN, PseudoLabelConfig, VideoTooShortError, finetune, list_videos,
+from cotracker3.train.pseudo_label import (FROZEN, PseudoLabelConfig, VideoTooShortError, finetune, list_videos,
                                      plan_step, pseudo_label, read_clip, sift_queries)
-from cotracker3.training import TrainingError
+from cotracker3.train.loop import TrainingError
 
 TINY = dict(window_len=8, model_resolution=(64, 64), latent_dim=32, hidden_size=32, num_heads=2, time_depth=1,
             space_depth=1, corr_hidden_dim=32, corr_embed_dim=16, num_virtual_tracks=4)
@@ -201,11 +201,11 @@ def whole_run(videos, init, tmp_path_factory):
     records = []
     handler = logging.Handler()
     handler.emit = records.append
-    logging.getLogger("cotracker3.pseudo_label").addHandler(handler)
+    logging.getLogger("cotracker3.train.pseudo_label").addHandler(handler)
     try:
         run = finetune(_config(init), videos, tmp_path_factory.mktemp("whole"))
     finally:
-        logging.getLogger("cotracker3.pseudo_label").removeHandler(handler)
+        logging.getLogger("cotracker3.train.pseudo_label").removeHandler(handler)
     return run, [r.getMessage() for r in records if r.levelno >= logging.WARNING]
 
 
@@ -313,7 +313,8 @@ def test_export_of_a_fine_tuned_run_records_both_stages(videos, tmp_path):
     # Supervised run -> pseudo-label fine-tune from its model.pt (bfloat16 autocast) -> embedded export:
     # the record names the parent run, both stages' steps, the real videos, and the summed wall time.
     from cotracker3 import embedded
-    from cotracker3.training import TrainConfig, train
+    from cotracker3.train.export import export
+    from cotracker3.train.loop import TrainConfig, train
 
     parent = train(TrainConfig(steps=2, iters=2, num_points=16, min_frames=4, max_frames=8, scene_reuse=2,
                                scene=dict(num_frames=8, height=64, width=64, num_points=48, supersample=1),
@@ -321,7 +322,7 @@ def test_export_of_a_fine_tuned_run_records_both_stages(videos, tmp_path):
     run = finetune(_config(parent / "model.pt", steps=3, bf16=True), videos, tmp_path / "real")
     lines = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     assert len(lines) == 3 and all(np.isfinite(x["loss"]) for x in lines)
-    record = json.loads((embedded.export(run, tmp_path / "shipped") / embedded.PROVENANCE_FILE).read_text())
+    record = json.loads((export(run, tmp_path / "shipped") / embedded.PROVENANCE_FILE).read_text())
     assert record["steps"] == 3 and record["training"]["bf16"] is True
     assert record["initialised_from"]["run"] == "supervised" and record["initialised_from"]["steps"] == 2
     assert record["data"]["real_videos"] == ["a.mp4 (20 frames)", "b.mp4 (20 frames)"]

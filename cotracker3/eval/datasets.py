@@ -32,7 +32,7 @@ The formats, as published:
   ``(H, W, 3)`` uint8 RGB.
 
 The TAP-Vid readers convert coordinates with
-:func:`cotracker3.tapvid.tapvid_to_pixels` (``px = norm * size - 0.5``).
+:func:`cotracker3.eval.tapvid.tapvid_to_pixels` (``px = norm * size - 0.5``).
 
 Security: the TAP-Vid and RoboTAP files are Python pickles, and loading a
 pickle can execute arbitrary code. Only read files from a trusted source (the
@@ -64,7 +64,7 @@ import cv2
 import numpy as np
 
 from cotracker3.errors import DatasetError
-from cotracker3.tapvid import EVAL_RESOLUTION, pixels_to_tapvid, tapvid_to_pixels
+from cotracker3.eval.tapvid import EVAL_RESOLUTION, pixels_to_tapvid, tapvid_to_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class EvalVideo:
 
     @property
     def image_size(self) -> tuple[int, int]:
-        """``(width, height)`` of the frames, as :func:`~cotracker3.tapvid.evaluate_tracks` takes it."""
+        """``(width, height)`` of the frames, as :func:`~cotracker3.eval.tapvid.evaluate_tracks` takes it."""
         return int(self.video.shape[2]), int(self.video.shape[1])
 
 

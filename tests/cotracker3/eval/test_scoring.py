@@ -12,9 +12,10 @@ import pytest
 import torch
 
 import cotracker3
-from cotracker3 import evaluation, synthetic, tapvid
+from cotracker3 import synthetic
+from cotracker3.eval import scoring as evaluation, tapvid
 from cotracker3.baseline import LucasKanadeTracker
-from cotracker3.datasets import EvalVideo
+from cotracker3.eval.datasets import EvalVideo
 from cotracker3.errors import CheckpointError
 from cotracker3.predictor import TrackingResult
 from cotracker3.weights import UnknownModelError, model_from_checkpoint

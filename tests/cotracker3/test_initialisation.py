@@ -1,6 +1,8 @@
 """A model whose refinement starts from the Lucas-Kanade baseline's tracks (``initialisation="baseline"``).
 
-With its update heads zeroed, such a model must return exactly the
+The starting tracks are an input of the model (``init``); the baseline gives
+them (:func:`cotracker3.baseline.initial_tracks`) and the predictors pass
+them. With its update heads zeroed, such a model must return exactly the
 baseline's tracks, and its visibility must be the baseline's visibility
 turned into the initial logits: that pins the whole path (model, predictor,
 backward tracking, training run, export) to the baseline's output.
@@ -15,10 +17,10 @@ import pytest
 import torch
 
 from cotracker3 import embedded, synthetic
-from cotracker3.baseline import LucasKanadeTracker
-from cotracker3.model import BASELINE_VIS_LOGIT, CoTracker3Offline
+from cotracker3.baseline import BASELINE_VIS_LOGIT, LucasKanadeTracker, initial_tracks
 from cotracker3.predictor import Predictor
-from cotracker3.training import TrainConfig, load_run_model, run_architecture, train
+from cotracker3.train.export import export
+from cotracker3.train.loop import TrainConfig, load_run_model, run_architecture, train
 from tests.small_models import SMALL, one_thread, small_model  # noqa: F401 (fixture)
 from track3d.cli import main
 
@@ -55,7 +57,7 @@ def test_unknown_initialisation_is_refused():
 def test_query_initialisation_is_the_published_behaviour(one_thread, scene):
     video, q = scene
     model = small_model(seed=3)
-    assert model.initialisation is None and model.initial_tracks(video.float(), q) is None
+    assert model.initialisation is None and Predictor(model).initial_tracks is None
     pyramid = model.encode(video.float())
     T, N = video.shape[1], q.shape[1]
     start = (q[:, None, :, 1:].expand(1, T, N, 2).clone(), torch.zeros(1, T, N))
@@ -69,11 +71,11 @@ def test_baseline_initialisation_starts_at_the_baseline_tracks(one_thread, scene
     video, q = scene
     model = _zero_heads(small_model(seed=3, initialisation="baseline"))
     lk = LucasKanadeTracker()(video, queries=q, backward_tracking=True)
-    coords, vis = model.initial_tracks(video.float(), q)
+    coords, vis = initial_tracks(video.float(), q)
     assert torch.equal(coords, lk.tracks)
     assert torch.equal(vis, torch.where(lk.visibility, BASELINE_VIS_LOGIT, -BASELINE_VIS_LOGIT))
     assert 0 < lk.visibility.float().mean() < 1  # the scene has both visible and lost points
-    out = model(video.float(), q, iters=3)
+    out = model(video.float(), q, iters=3, init=(coords, vis))
     assert torch.allclose(out.coords, lk.tracks, atol=1e-4)
     assert torch.equal(out.vis > 0.5, lk.visibility)
 
@@ -81,9 +83,30 @@ def test_baseline_initialisation_starts_at_the_baseline_tracks(one_thread, scene
 def test_init_of_the_wrong_shape_is_refused(one_thread, scene):
     video, q = scene
     model = small_model(seed=3, initialisation="baseline")
-    coords, vis = model.initial_tracks(video.float(), q)
+    coords, vis = initial_tracks(video.float(), q)
     with pytest.raises(ValueError, match="init must be"):
         model.track_features(model.encode(video.float()), q, init=(coords[:, :-1], vis[:, :-1]))
+
+
+def test_the_model_does_not_start_from_the_baseline_by_itself(one_thread, scene):
+    video, q = scene
+    model = small_model(seed=3, initialisation="baseline")
+    with pytest.raises(ValueError, match="refines given tracks.*initial_tracks"):
+        model(video.float(), q, iters=1)
+
+
+def test_the_predictors_find_the_baseline_through_the_registry(one_thread, monkeypatch):
+    from cotracker3 import predictor
+    from cotracker3.errors import InputError
+
+    assert predictor.INITIAL_TRACKS["baseline"] is initial_tracks
+    model = small_model(seed=3, initialisation="baseline")
+    assert Predictor(model).initial_tracks is initial_tracks
+    mine = lambda video, queries: initial_tracks(video, queries)  # noqa: E731
+    assert Predictor(model, initial_tracks=mine).initial_tracks is mine  # the caller's choice wins
+    monkeypatch.setattr(predictor, "INITIAL_TRACKS", {})
+    with pytest.raises(InputError, match="nothing provides them"):
+        Predictor(model)
 
 
 @pytest.mark.parametrize("backward", [False, True])
@@ -111,10 +134,9 @@ def test_predictor_maps_the_baseline_tracks_onto_the_model_resolution(one_thread
 
     def spy(frames, queries):
         seen["size"], seen["queries"] = tuple(frames.shape[-2:]), queries.clone()
-        return CoTracker3Offline.initial_tracks(model, frames, queries)
+        return initial_tracks(frames, queries)
 
-    model.initial_tracks = spy
-    out = Predictor(model, iters=1, visibility_threshold=0.5, support_grid_size=0)(big, queries=q2)
+    out = Predictor(model, iters=1, visibility_threshold=0.5, support_grid_size=0, initial_tracks=spy)(big, queries=q2)
     lk = LucasKanadeTracker()(big, queries=q2, backward_tracking=True)
     assert seen["size"] == (2 * H, 2 * W)  # the baseline tracks the caller's frames
     assert torch.allclose(seen["queries"], q2, atol=1e-3)  # at the caller's query points
@@ -133,7 +155,7 @@ def test_training_run_and_embedded_export_keep_the_initialisation(tmp_path, monk
     assert run_architecture(run / "model.pt")["initialisation"] == "baseline"
     assert run_architecture(tmp_path / "elsewhere" / "model.pt") is None
     monkeypatch.setenv("TRACK3D_EMBEDDED_DIR", str(tmp_path / "embedded"))
-    embedded.export(run)
+    export(run)
     assert json.loads((tmp_path / "embedded" / "provenance.json").read_text())["architecture"]["initialisation"] \
         == "baseline"
     assert embedded.load().initialisation == "baseline"

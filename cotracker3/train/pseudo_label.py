@@ -1,7 +1,7 @@
 """Fine-tuning CoTracker3 on real, unlabelled videos with teacher pseudo-labels.
 
 The second training stage of CoTracker3 (Karaev et al., 2024): a student
-trained on synthetic videos (:mod:`cotracker3.training`) goes on learning from
+trained on synthetic videos (:mod:`cotracker3.train.loop`) goes on learning from
 real videos that have no ground truth. For each step:
 
 1. a clip is cut from a random video of the folder (random length in
@@ -15,7 +15,7 @@ real videos that have no ground truth. For each step:
    (:func:`pseudo_label`); its tracks are the targets, and a point counts as
    visible where the teacher's visibility probability exceeds 0.9;
 4. the student tracks the same queries, and every refinement iteration is
-   supervised with the track terms of :func:`cotracker3.losses.cotracker_losses`:
+   supervised with the track terms of :func:`cotracker3.train.losses.cotracker_losses`:
    Huber on points the teacher sees, L1 on the others (not for the
    Lucas-Kanade teacher, whose positions of lost points are interpolated
    guesses: the reference likewise trains only on visible points for its
@@ -27,7 +27,7 @@ real videos that have no ground truth. For each step:
 Teachers (:attr:`PseudoLabelConfig.teachers`) are tracker specs:
 ``"baseline"`` (:class:`cotracker3.baseline.LucasKanadeTracker`), a checkpoint
 path (loaded with the student's architecture when it fits, otherwise as a
-published-size model by :func:`cotracker3.evaluation.load_tracker`), a
+published-size model by :func:`cotracker3.eval.scoring.load_tracker`), a
 registry name, or ``"self"``: a frozen copy of the student. By default
 (``self_refresh=0``) that copy is the *initial* student, as in the reference,
 where the offline CoTracker3 teacher is the very checkpoint the student
@@ -41,7 +41,7 @@ norm 10.
 
 Everything a step draws (video, clip, stride, queries, teacher) comes from
 ``(seed, step)`` alone, so a run resumed from its checkpoint goes on exactly as
-if it had not stopped. The run folder follows :func:`cotracker3.training.train`:
+if it had not stopped. The run folder follows :func:`cotracker3.train.loop.train`:
 ``checkpoint.pt`` (model, optimiser, schedule, step, configuration and the
 ``"self"`` teacher's weights), ``model.pt`` (weights only) and ``log.jsonl``.
 
@@ -86,10 +86,10 @@ import torch
 
 from cotracker3.baseline import LucasKanadeTracker
 from cotracker3.errors import CheckpointError, CoTrackerError, DatasetError, InputError, QueryError
-from cotracker3.losses import cotracker_losses
 from cotracker3.model import CoTracker3Offline
 from cotracker3.predictor import OnlinePredictor, Predictor
-from cotracker3.training import (CHECKPOINT, SMALL_MODEL, WEIGHTS, TrainingError, _load_checkpoint, _save,
+from cotracker3.train.losses import cotracker_losses
+from cotracker3.train.loop import (CHECKPOINT, SMALL_MODEL, WEIGHTS, TrainingError, _load_checkpoint, _save,
                                  evaluate_model, forward_train, run_steps)
 
 logger = logging.getLogger(__name__)
@@ -346,7 +346,7 @@ def pseudo_label(video: np.ndarray, queries: np.ndarray, teacher, *, backward: b
         video: ``(L, H, W, 3)`` uint8 RGB, ``L >= 2``.
         queries: ``(N, 3)`` ``(t, x, y)``, pixels of ``video``.
         teacher: a tracker of the predictor API (see
-            :func:`cotracker3.evaluation.run_tracker`).
+            :func:`cotracker3.eval.scoring.run_tracker`).
         backward: also track backwards from the query frames (trackers that
             can; an online teacher cannot).
 
@@ -357,7 +357,7 @@ def pseudo_label(video: np.ndarray, queries: np.ndarray, teacher, *, backward: b
     Raises:
         InputError, QueryError: bad video or queries.
     """
-    from cotracker3.evaluation import run_tracker
+    from cotracker3.eval.scoring import run_tracker
 
     video = _check_video(video, "video")
     if video.shape[0] < 2:
@@ -400,7 +400,7 @@ class PseudoLabelConfig:
         eval_every: steps between evaluations on the held-out synthetic set (0: never).
         eval_videos_per_tier: scenes per tier in those evaluations.
         bf16: run the student's forward pass under bfloat16 autocast (the losses
-            are computed in float32), as :class:`cotracker3.training.TrainConfig`.
+            are computed in float32), as :class:`cotracker3.train.loop.TrainConfig`.
     """
 
     steps: int = 1000
@@ -435,7 +435,7 @@ class PseudoLabelConfig:
             raise TrainingError(f"teachers must be a non-empty list of tracker specs, got {self.teachers!r}")
         if need_init and not self.init:
             raise TrainingError("init is required: the checkpoint of a student trained on synthetic videos "
-                                "(e.g. the model.pt of a cotracker3.training run)")
+                                "(e.g. the model.pt of a cotracker3.train.loop run)")
 
 
 def _resolution(config: PseudoLabelConfig) -> tuple[int, int]:
@@ -479,7 +479,7 @@ def load_teacher(spec: str, config: PseudoLabelConfig, student: CoTracker3Offlin
         CheckpointError: a checkpoint that does not exist or fits no model.
     """
     from cotracker3 import weights
-    from cotracker3.evaluation import load_tracker
+    from cotracker3.eval.scoring import load_tracker
 
     if spec == BASELINE:
         return LucasKanadeTracker()

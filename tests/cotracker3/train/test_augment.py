@@ -1,4 +1,4 @@
-"""Tests of cotracker3.augment: training-clip augmentation with exact track mapping.
+"""Tests of cotracker3.train.augment: training-clip augmentation with exact track mapping.
 
 The geometric tests draw coloured dots at the track positions and check that,
 after padding, resizing, cropping and flipping, each visible track still sits
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cotracker3.augment import (AugmentConfig, augment_clip, erase_patches, flip_clip, photometric_augment,
+from cotracker3.train.augment import (AugmentConfig, augment_clip, erase_patches, flip_clip, photometric_augment,
                                 replace_patches, resize_points, spatial_augment)
 from cotracker3.errors import InputError
 

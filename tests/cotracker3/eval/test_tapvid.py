@@ -1,4 +1,4 @@
-"""Tests of cotracker3.tapvid: coordinates, query sampling and TAP-Vid metrics.
+"""Tests of cotracker3.eval.tapvid: coordinates, query sampling and TAP-Vid metrics.
 
 Expected values are worked out by hand in the comments, or follow from
 properties of the definitions (perfect predictions score 1, frames that are
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from cotracker3.errors import DatasetError
-from cotracker3.tapvid import (
+from cotracker3.eval.tapvid import (
     EVAL_RESOLUTION,
     METRIC_KEYS,
     THRESHOLDS,
@@ -360,7 +360,7 @@ def test_nan_when_nothing_to_evaluate_is_logged(caplog):
     # (as tapnet), and a warning says so.
     gt = np.zeros((1, 1, 3, 2))
     occ = np.zeros((1, 1, 3), bool)
-    with caplog.at_level(logging.WARNING, logger="cotracker3.tapvid"):
+    with caplog.at_level(logging.WARNING, logger="cotracker3.eval.tapvid"):
         m = compute_tapvid_metrics(np.array([[[2.0, 0, 0]]]), occ, gt, occ, gt, "first")
     assert all(np.isnan(v[0]) for v in m.values())
     assert "NaN" in caplog.text

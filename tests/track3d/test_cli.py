@@ -235,12 +235,14 @@ def test_zero_frames(ckpt, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "out"
-    assert_user_error(run(empty, "--checkpoint", ckpt["offline"], "--out", out), capsys, out)
+    assert_user_error(run(empty, "--checkpoint", ckpt["offline"], "--out", out), capsys, out,
+                      f"the folder {empty} contains no images")
 
 
 def test_start_past_the_end(video, ckpt, tmp_path, capsys):
     out = tmp_path / "out"
-    assert_user_error(run(video, "--start", 50, "--checkpoint", ckpt["offline"], "--out", out), capsys, out)
+    assert_user_error(run(video, "--start", 50, "--checkpoint", ckpt["offline"], "--out", out), capsys, out,
+                      f"start=50 is past the end of {video}: it has {T} frames")
 
 
 @pytest.mark.parametrize("online", [False, True])

@@ -2,10 +2,10 @@
 
 Any tracker with the predictor API (:class:`~cotracker3.Predictor`,
 :class:`~cotracker3.OnlinePredictor`, :class:`~cotracker3.baseline.LucasKanadeTracker`)
-is run on each video of a dataset (:mod:`cotracker3.datasets`, or the held-out
+is run on each video of a dataset (:mod:`cotracker3.eval.datasets`, or the held-out
 synthetic set of :mod:`cotracker3.synthetic`) at the 256x256 evaluation
 resolution, with the TAP-Vid queries (``'first'`` or ``'strided'``), and scored
-by :func:`cotracker3.tapvid.evaluate_tracks`.
+by :func:`cotracker3.eval.tapvid.evaluate_tracks`.
 
     report = evaluate(load_tracker("baseline"), synthetic_videos())
     print(report.table())
@@ -25,17 +25,15 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from cotracker3 import synthetic, tapvid
-from cotracker3.baseline import LucasKanadeTracker
-from cotracker3.datasets import EvalVideo, resize_to_eval
+from cotracker3 import synthetic
+from cotracker3.baseline import BASELINE, LucasKanadeTracker
 from cotracker3.errors import CheckpointError, DatasetError
+from cotracker3.eval import tapvid
+from cotracker3.eval.datasets import EvalVideo, resize_to_eval
 from cotracker3.model import CoTracker3Offline
 from cotracker3.predictor import OnlinePredictor, Predictor
 
 logger = logging.getLogger(__name__)
-
-BASELINE = "baseline"
-"""Tracker name of the classical Lucas-Kanade baseline."""
 
 SHORT_KEYS = {"average_jaccard": "AJ", "average_pts_within_thresh": "delta_avg", "occlusion_accuracy": "OA"}
 """The three headline metrics and their names in papers."""
@@ -155,7 +153,7 @@ class EvalReport:
 
     Attributes:
         videos: ``{video name: {metric: value}}`` (keys of
-            :data:`cotracker3.tapvid.METRIC_KEYS`, plus ``num_queries`` and ``seconds``).
+            :data:`cotracker3.eval.tapvid.METRIC_KEYS`, plus ``num_queries`` and ``seconds``).
         skipped: ``{video name: reason}`` for videos that could not be scored
             (e.g. no visible point to query); they are not in the means.
         tracker, dataset, query_mode: what was evaluated.
@@ -233,7 +231,7 @@ def evaluate_video(tracker, video: EvalVideo, query_mode: str = "first") -> dict
             visible, score all other frames; trackers track backwards too).
 
     Returns:
-        The TAP-Vid metrics (:data:`cotracker3.tapvid.METRIC_KEYS`) plus
+        The TAP-Vid metrics (:data:`cotracker3.eval.tapvid.METRIC_KEYS`) plus
         ``num_queries`` and ``seconds`` (tracking time).
 
     Raises:
@@ -270,7 +268,7 @@ def evaluate(
 
     Args:
         tracker: see :func:`run_tracker`.
-        videos: :class:`EvalVideo` items (e.g. :func:`cotracker3.datasets.read_dataset`
+        videos: :class:`EvalVideo` items (e.g. :func:`cotracker3.eval.datasets.read_dataset`
             or :func:`synthetic_videos`).
         query_mode: ``'first'`` or ``'strided'``.
         tracker_name, dataset_name: labels for the report.

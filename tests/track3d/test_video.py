@@ -23,7 +23,7 @@ from track3d.video import VideoInfo, iter_frames, probe, read_video
 
 LEVEL0, STEP = 20, 20
 NUM_FRAMES, WIDTH, HEIGHT, FPS = 10, 64, 48, 10
-SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "videos"
+SHARED_VIDEOS = Path(__file__).resolve().parents[3] / "shared" / "videos"
 
 
 def _has_encoder(name: str) -> bool:

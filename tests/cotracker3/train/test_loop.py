@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from cotracker3.errors import CheckpointError
-from cotracker3.losses import cotracker_losses
-from cotracker3.training import TrainConfig, TrainingError, build_model, make_sample, train
+from cotracker3.train.losses import cotracker_losses
+from cotracker3.train.loop import TrainConfig, TrainingError, build_model, make_sample, train
 
 TINY = dict(window_len=8, model_resolution=(64, 64), latent_dim=32, hidden_size=32, num_heads=2, time_depth=1,
             space_depth=1, corr_hidden_dim=32, corr_embed_dim=16, num_virtual_tracks=4)
@@ -115,7 +115,7 @@ def test_online_training_supervises_every_window(tmp_path):
 
 
 def test_a_run_folder_loads_with_its_own_sizes(tmp_path):
-    from cotracker3.evaluation import load_tracker
+    from cotracker3.eval.scoring import load_tracker
     from cotracker3.weights import model_from_checkpoint
 
     train(_config(steps=1), tmp_path)
@@ -128,3 +128,34 @@ def test_a_run_folder_loads_with_its_own_sizes(tmp_path):
         model_from_checkpoint(tmp_path / "model.pt", kind="online")
     tracker, _ = load_tracker(str(tmp_path))  # what `track3d eval --tracker RUN` uses
     assert tracker.model.latent_dim == TINY["latent_dim"]
+
+
+def test_run_model_is_the_trained_one(run):
+    from cotracker3.train.loop import load_run_model
+
+    model = load_run_model(run)
+    trained = torch.load(run / "model.pt", weights_only=True)
+    assert all(torch.equal(v, trained[k]) for k, v in model.state_dict().items()) and not model.training
+
+
+def test_evaluate_model_reports_every_tier_in_percent(run, monkeypatch):
+    from cotracker3 import synthetic
+    from cotracker3.eval import scoring
+    from cotracker3.train.loop import evaluate_model, load_run_model
+
+    reports = []
+
+    def evaluate(*args, **kwargs):
+        reports.append(real(*args, **kwargs))
+        return reports[-1]
+
+    real = scoring.evaluate
+    monkeypatch.setattr(scoring, "evaluate", evaluate)
+    metrics = evaluate_model(load_run_model(run), videos_per_tier=1)
+    fractions = reports[0].to_json()  # what evaluate reports: fractions in [0, 1]
+    assert set(metrics) == {f"{tier}/mean" for tier in synthetic.EVAL_TIERS} | {"mean"}
+    for key, values in metrics.items():
+        assert set(values) == {"average_jaccard", "average_pts_within_thresh", "occlusion_accuracy"}
+        for name, value in values.items():
+            assert value == round(100 * fractions[key][name], 2), (key, name)
+    assert any(v > 1 for values in metrics.values() for v in values.values())

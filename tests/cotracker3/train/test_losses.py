@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from cotracker3.losses import (
+from cotracker3.train.losses import (
     confidence_loss,
     cotracker_losses,
     huber,

@@ -1,4 +1,4 @@
-"""Tests of cotracker3.datasets: the readers of the published evaluation formats.
+"""Tests of cotracker3.eval.datasets: the readers of the published evaluation formats.
 
 Every test writes small files in the published layouts into ``tmp_path`` (a
 few frames of a few pixels, a few points) and checks that the readers return
@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from cotracker3 import datasets
-from cotracker3.datasets import (
+from cotracker3.eval import datasets
+from cotracker3.eval.datasets import (
     EvalVideo,
     detect_format,
     read_dataset,

@@ -2,12 +2,12 @@
 
 One step: a clip of random length is cut from a scene of the synthetic
 engine (:func:`cotracker3.synthetic.training_scene`), augmented
-(:mod:`cotracker3.augment`: colour jitter, blur, eraser occluders that mark the
+(:mod:`cotracker3.train.augment`: colour jitter, blur, eraser occluders that mark the
 points they cover occluded, scale and crop jitter, flips), and every kept
 track is queried at a random frame where it is visible (the reference's
 ``random`` query sampling). The offline model tracks the queries through the
 whole clip with ``iters`` refinement iterations, and every iteration is
-supervised (:func:`cotracker3.losses.cotracker_losses`); the online model runs
+supervised (:func:`cotracker3.train.losses.cotracker_losses`); the online model runs
 its sliding windows and every window is supervised on its frames. AdamW with a
 one-cycle learning rate (5% warm-up, cosine annealing, no momentum cycling)
 and gradient clipping at norm 1, as the reference.
@@ -37,23 +37,18 @@ import numpy as np
 import torch
 
 from cotracker3 import synthetic
-from cotracker3.augment import AugmentConfig, augment_clip
+from cotracker3.baseline import initial_tracks
+from cotracker3.embedded import SMALL_MODEL
 from cotracker3.errors import CheckpointError, CoTrackerError
-from cotracker3.losses import cotracker_losses
 from cotracker3.model import CoTracker3Offline, CoTracker3Online, as_float32
+from cotracker3.train.augment import AugmentConfig, augment_clip
+from cotracker3.train.losses import cotracker_losses
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "model.pt"
 LOG = "log.jsonl"
-
-SMALL_MODEL: dict = dict(
-    window_len=24, model_resolution=(256, 256), latent_dim=64, hidden_size=128, num_heads=4, time_depth=2,
-    space_depth=2, corr_hidden_dim=128, corr_embed_dim=64, num_virtual_tracks=16,
-)
-"""Sizes of the small model the project trains on a CPU (about 2.6 M parameters)."""
-
 
 class TrainingError(CoTrackerError, ValueError):
     """A training run cannot start or resume (bad configuration, damaged checkpoint)."""
@@ -74,7 +69,7 @@ class TrainConfig:
             reference's random sequence length for the offline model).
         scene: the engine's scene configuration (frames, size, points).
         model: keyword arguments of :class:`cotracker3.model.CoTracker3Offline`.
-        augment: :class:`cotracker3.augment.AugmentConfig` fields. The default
+        augment: :class:`cotracker3.train.augment.AugmentConfig` fields. The default
             keeps a quarter of the clips' scale and crop still (``still_prob``,
             not in the reference), as the engine keeps a quarter of its cameras
             still: otherwise every training clip moves and the model never
@@ -160,9 +155,14 @@ def make_sample(config: TrainConfig, step: int, scene: synthetic.SyntheticScene 
 
 def forward_train(model, video, queries, iters: int, bf16: bool):
     """``model.forward_train``, under bfloat16 autocast if ``bf16``, with every output
-    back in float32 (the losses are computed in float32)."""
+    back in float32 (the losses are computed in float32). A model that refines the
+    Lucas-Kanade baseline's tracks (``initialisation="baseline"``) starts from them
+    (:func:`cotracker3.baseline.initial_tracks` on the clip, in float32)."""
+    kwargs = {}
+    if getattr(model, "initialisation", None) is not None:
+        kwargs["init"] = initial_tracks(video, queries)
     with torch.autocast(video.device.type, dtype=torch.bfloat16, enabled=bf16):
-        outputs = model.forward_train(video, queries, iters)
+        outputs = model.forward_train(video, queries, iters, **kwargs)
     return as_float32(outputs)
 
 
@@ -235,7 +235,7 @@ def run_architecture(weights: str | Path) -> dict | None:
 def evaluate_model(model, videos_per_tier: int, iters: int | None = None) -> dict:
     """AJ, delta_avg and OA (percent) per tier and overall on the held-out synthetic set
     (``iters``: the model's own by default, see :class:`cotracker3.predictor.Predictor`)."""
-    from cotracker3.evaluation import evaluate, synthetic_videos
+    from cotracker3.eval.scoring import evaluate, synthetic_videos
     from cotracker3.predictor import Predictor
 
     model.eval()

@@ -11,8 +11,6 @@ import dataclasses
 import functools
 import io
 import pickle
-import sys
-import types
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -35,6 +33,7 @@ from cotracker3.weights import (
     load_state_dict_file,
     resolve_weights,
 )
+from recipe_weights import PARITY
 
 HF = "https://huggingface.co/facebook/cotracker3/resolve/main/"
 
@@ -590,16 +589,14 @@ def test_load_checkpoint_bad_file(tmp_path):
 
 @pytest.fixture
 def fake_model_module(monkeypatch):
-    """Stand-in for cotracker3.model whose build_model returns a Tiny."""
+    """A build_model that returns a Tiny, in place of cotracker3.weights.build_model."""
     calls: list[str] = []
 
     def build_model(name_or_config, **overrides):
         calls.append(name_or_config)
         return Tiny()
 
-    module = types.ModuleType("cotracker3.model")
-    module.build_model = build_model
-    monkeypatch.setitem(sys.modules, "cotracker3.model", module)
+    monkeypatch.setattr(weights, "build_model", build_model)
     return calls
 
 
@@ -649,19 +646,6 @@ def test_from_pretrained_unknown_name(cache, fake_model_module):
 # --------------------------------------------------------------------------- the real model
 
 
-def _build_model():
-    """cotracker3.model.build_model, or a skip while the module is not written yet."""
-    try:
-        from cotracker3 import model as model_module
-    except ModuleNotFoundError as exc:
-        if exc.name in ("cotracker3.model",):
-            pytest.skip("cotracker3.model does not exist yet")
-        raise
-    if not hasattr(model_module, "build_model"):
-        pytest.skip("cotracker3.model has no build_model yet")
-    return model_module.build_model
-
-
 @functools.lru_cache(maxsize=None)
 def _recipe(kind: str) -> dict[str, torch.Tensor]:
     from recipe_weights import recipe_parameters
@@ -674,7 +658,6 @@ def _recipe(kind: str) -> dict[str, torch.Tensor]:
     [("cotracker3-offline", "offline"), ("cotracker3-online", "online")],
 )
 def test_from_pretrained_loads_recipe_weights_strictly(cache, tmp_path, name, kind):
-    _build_model()
     params = _recipe(kind)
     path = tmp_path / f"{kind}.pth"
     torch.save({"model": params}, path)  # no time_emb: the model computes it
@@ -695,11 +678,10 @@ def test_from_pretrained_loads_recipe_weights_strictly(cache, tmp_path, name, ki
 def test_model_state_dict_matches_reference_keys(name, config):
     import json
 
-    build_model = _build_model()
     table = json.loads(
-        (Path(__file__).parent / "fixtures" / "parity" / "state_dict_keys.json").read_text()
+        (PARITY / "state_dict_keys.json").read_text()
     )[config]
-    model = build_model(name)
+    model = weights.build_model(name)
     got = {k: list(v.shape) for k, v in model.state_dict().items()}
     want = {k: entry["shape"] for k, entry in table.items()}
     assert sorted(set(want) - set(got)) == [], "missing from the model"
