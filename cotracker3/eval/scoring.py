@@ -298,11 +298,6 @@ def evaluate(
 # Visibility threshold
 # --------------------------------------------------------------------------
 
-CALIBRATION_STREAM = 9001
-"""Seed of the training-scene stream (:func:`cotracker3.synthetic.training_scene`)
-whose scenes choose a model's visibility threshold: not the held-out set, and
-not the streams ``track3d train`` draws from by default (seed 0)."""
-
 CALIBRATION_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
 """Candidate thresholds, 0.05 to 0.95."""
 
@@ -332,7 +327,7 @@ class Calibration:
     iters_table: dict[int, dict[str, float]] | None = None
 
     def to_json(self) -> dict:
-        out = {"threshold": self.threshold, "scenes": self.scenes, "stream_seed": CALIBRATION_STREAM,
+        out = {"threshold": self.threshold, "scenes": self.scenes, "set": "cotracker3.synthetic.calibration_scene",
                "table": {f"{t:.2f}": {k: round(v, 4) for k, v in m.items()} for t, m in self.table.items()}}
         if self.iters is not None:
             out["iters"] = self.iters
@@ -341,11 +336,12 @@ class Calibration:
         return out
 
 
-def calibration_videos(num: int = 12, seed: int = CALIBRATION_STREAM) -> Iterator[EvalVideo]:
-    """Scenes of a training stream (camera, objects and speeds drawn per scene, as for
-    training) to choose a threshold on, never the held-out evaluation set."""
+def calibration_videos(num: int = 12) -> Iterator[EvalVideo]:
+    """The first ``num`` scenes of the calibration set (:func:`cotracker3.synthetic.calibration_scene`:
+    camera, objects and speeds drawn per scene as for training, from seeds no training run
+    draws) to choose a threshold on; never the held-out evaluation set."""
     for i in range(num):
-        yield scene_to_video(synthetic.training_scene(seed, i))
+        yield scene_to_video(synthetic.calibration_scene(i))
 
 
 def calibrate_visibility(tracker, videos: Iterable[EvalVideo],

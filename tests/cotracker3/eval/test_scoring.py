@@ -286,6 +286,6 @@ def test_calibration_skips_videos_without_visible_points_and_needs_one(scene):
         evaluation.calibrate_visibility(ScoredOracle(evaluation.resize_to_eval(video), "first"), [blind])
 
 
-def test_calibration_videos_are_not_the_held_out_set():
+def test_calibration_videos_are_the_calibration_set():
     names = [v.name for v in evaluation.calibration_videos(2)]
-    assert names == [f"train/{evaluation.CALIBRATION_STREAM}/0", f"train/{evaluation.CALIBRATION_STREAM}/1"]
+    assert names == ["calibration/0", "calibration/1"]

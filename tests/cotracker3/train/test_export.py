@@ -59,7 +59,7 @@ def test_export_command_calibrates_then_evaluates_the_shipped_weights(run, tmp_p
 
     scene = dict(num_frames=6, height=64, width=64, num_points=32, supersample=1)
     monkeypatch.setattr(export_module, "calibration_videos", lambda: [scoring.scene_to_video(
-        synthetic.training_scene(0, 0, synthetic.SceneConfig(**scene)))])
+        synthetic.calibration_scene(0, synthetic.SceneConfig(**scene)))])
     seen = []
 
     def evaluate_model(model, videos_per_tier):

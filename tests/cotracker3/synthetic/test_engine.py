@@ -1,4 +1,4 @@
-"""The synthetic scene engine: ground-truth invariants, determinism, motion, seeds."""
+"""The synthetic scene engine: ground-truth invariants, determinism, motion (the scene sets: test_sets.py)."""
 
 from __future__ import annotations
 
@@ -220,26 +220,3 @@ def test_any_resolution_and_zero_points():
 def test_bad_configs_are_refused(bad):
     with pytest.raises(ValueError):
         SceneConfig(**bad)
-
-
-def test_eval_seeds_are_fixed_distinct_and_not_used_for_training():
-    seeds = [synthetic.eval_seed(t, i) for t in EVAL_TIERS for i in range(synthetic.EVAL_VIDEOS_PER_TIER)]
-    assert len(set(seeds)) == len(seeds)
-    assert seeds == [synthetic.eval_seed(t, i) for t in EVAL_TIERS for i in range(synthetic.EVAL_VIDEOS_PER_TIER)]
-    with pytest.raises(ValueError, match="unknown tier"):
-        synthetic.eval_seed("underwater", 0)
-    stream = synthetic.training_scenes(seed=0, config=SceneConfig(num_frames=2, height=16, width=16,
-                                                                  num_points=4, supersample=1))
-    train = [next(stream).seed for _ in range(20)]
-    assert len(set(train)) == 20 and not set(train) & set(seeds)
-    other = synthetic.training_scenes(seed=1, config=SceneConfig(num_frames=2, height=16, width=16,
-                                                                 num_points=4, supersample=1))
-    assert next(other).seed not in train
-
-
-def test_eval_scenes_are_named_by_tier():
-    names = [s.name for s in synthetic.eval_scenes(["static_camera"], videos_per_tier=2,
-                                                   **{**SMALL, "num_frames": 2})]
-    assert names == ["static_camera/00", "static_camera/01"]
-    with pytest.raises(ValueError):
-        next(synthetic.eval_scenes(["nope"]))
