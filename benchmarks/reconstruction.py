@@ -41,13 +41,13 @@ from recon.geometry import camera_centres, umeyama
 from colmap_sift import colmap_sift  # noqa: E402 (benchmarks/ is the script's folder)
 
 
-def evaluate_scene(scene, noise: float, flip: float, seed: int = 0) -> dict[str, float]:
+def evaluate_scene(scene, noise: float, flip: float, seed: int = 0, mapper: str = "incremental") -> dict[str, float]:
     rng = np.random.default_rng(seed)
     tracks = scene.tracks + rng.normal(0, noise, scene.tracks.shape)
     vis = scene.visibility ^ (rng.random(scene.visibility.shape) < flip)
     W, H = scene.config.width, scene.config.height
     t0 = time.perf_counter()
-    rec = recon.reconstruct(tracks, vis, (W, H), depth=scene.depth)
+    rec = recon.reconstruct(tracks, vis, (W, H), depth=scene.depth, options=recon.ReconOptions(mapper=mapper))
     seconds = time.perf_counter() - t0
     extent = scene.scene_extent
     cams = recon.camera_errors(rec.cam_from_world, scene.cam_from_world)
@@ -97,12 +97,15 @@ def main(argv=None) -> None:
                     help="cost series: reconstruct one moving-camera scene with --cost-points tracks at these "
                          "frame counts (none: skip)")
     ap.add_argument("--cost-points", type=int, default=2200)
+    ap.add_argument("--mapper", choices=("incremental", "global"), default="incremental",
+                    help="COLMAP mapper of recon.reconstruct (ReconOptions.mapper)")
     ap.add_argument("--no-colmap", action="store_true", help="skip COLMAP's SIFT pipeline")
     ap.add_argument("--colmap-threads", type=int, default=2, help="CPU threads of COLMAP's pipeline")
     args = ap.parse_args(argv)
     logging.getLogger("recon").setLevel(logging.WARNING)
     warnings.simplefilter("ignore", RuntimeWarning)  # means over scenes where nothing was measured are NaN
     share = "tier's share" if args.dynamic_fraction is None else f"{100 * args.dynamic_fraction:.0f}%"
+    print(f"mapper: {args.mapper}")
     print(f"{args.points} tracks per scene ({share} sampled on movers), noise "
           f"{args.noise} px, {100 * args.flip:.0f}% visibility flipped; ATE in % of the scene extent, RPE in "
           "degrees, dyn err: moving points with depth, % of the extent")
@@ -117,7 +120,7 @@ def main(argv=None) -> None:
         extra = {} if args.dynamic_fraction is None else {"dynamic_point_fraction": args.dynamic_fraction}
         scenes = synthetic.recon_scenes([tier], args.scenes, num_points=args.points, **extra)
         for scene in scenes:
-            r = evaluate_scene(scene, args.noise, args.flip)
+            r = evaluate_scene(scene, args.noise, args.flip, mapper=args.mapper)
             c = None if args.no_colmap else evaluate_colmap(scene, args.colmap_threads)
             rows.append(r)
             crows += [c] if c else []
@@ -132,10 +135,10 @@ def main(argv=None) -> None:
             cmean["frames"] = f"{100 * reg:.0f}%"
         print(_row(f"{tier} mean", mean, cmean))
     if args.cost:
-        cost_series(args.cost, args.cost_points, args.noise, args.flip)
+        cost_series(args.cost, args.cost_points, args.noise, args.flip, args.mapper)
 
 
-def cost_series(frame_counts: list[int], points: int, noise: float, flip: float) -> None:
+def cost_series(frame_counts: list[int], points: int, noise: float, flip: float, mapper: str = "incremental") -> None:
     """Wall time of ``recon.reconstruct`` (and of its stages) as the video gets longer."""
     print(f"\ncost: one moving_camera scene (seed of moving_camera/00), {points} tracks; the camera's sweep "
           "grows with the length (x1 at 40 frames, x2 at 320)")
@@ -150,7 +153,8 @@ def cost_series(frame_counts: list[int], points: int, noise: float, flip: float)
         tracks = scene.tracks + rng.normal(0, noise, scene.tracks.shape)
         vis = scene.visibility ^ (rng.random(scene.visibility.shape) < flip)
         t0 = time.perf_counter()
-        rec = recon.reconstruct(tracks, vis, (scene.config.width, scene.config.height))
+        rec = recon.reconstruct(tracks, vis, (scene.config.width, scene.config.height),
+                                options=recon.ReconOptions(mapper=mapper))
         seconds = time.perf_counter() - t0
         cams = recon.camera_errors(rec.cam_from_world, scene.cam_from_world)
         ratio = "" if prev is None else f"{seconds / prev:.2f}"

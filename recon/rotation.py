@@ -130,6 +130,7 @@ def solve_rotations(
     *,
     threshold: float = 2.0,
     min_shared: int = 8,
+    max_adjusted: int = 300,
     seed: int = 0,
 ) -> RotationResult:
     """Rotations (centre fixed at the origin), a shared focal length and track directions.
@@ -143,6 +144,8 @@ def solve_rotations(
         threshold: px; RANSAC threshold of the homographies and scale of the
             robust loss of the adjustment.
         min_shared: consecutive solved frames must share this many static tracks.
+        max_adjusted: the bundle adjustment uses at most this many tracks (the
+            longest-lived); the others' directions are computed from the result.
         seed: RANSAC seed.
 
     Returns:
@@ -200,8 +203,15 @@ def solve_rotations(
     for t in frames[1:]:
         s, Hm = links[t]
         R[t] = relative_rotation(Hm, K0) @ R[s]
-    rotations, K_out, directions, error = _adjust(tracks, usable, frames, R, K0, estimate_focal=K is None,
-                                                  threshold=threshold)
+    # The adjustment runs on the longest-lived tracks (enough to fix rotations and focal length); every
+    # track's direction is then the mean of its rays under the solved cameras.
+    lived = usable[frames].sum(0)
+    adjust = np.zeros(N, bool)
+    adjust[np.argsort(-lived, kind="stable")[:max_adjusted]] = True
+    adjust &= lived >= 2
+    rotations, K_out, _, _ = _adjust(tracks, usable & adjust[None], frames, R, K0, estimate_focal=K is None,
+                                     threshold=threshold)
+    directions, error = _directions(tracks, usable, frames, rotations, K_out)
     cam_from_world = np.full((T, 4, 4), np.nan)
     for t in frames:
         cam_from_world[t] = np.eye(4)
@@ -268,10 +278,9 @@ def _adjust(tracks, usable, frames, R0, K0, *, estimate_focal: bool, threshold: 
     x0 = np.concatenate([rv0[1:].ravel(), [np.log(K0[0, 0])] if estimate_focal else [], d0.ravel()])
     A = A.tocsr()
     # A wide robust loss first (a bad initial link must not be explained away as outliers), then a tight one.
-    sol = least_squares(residuals, x0, jac_sparsity=A, method="trf", loss="soft_l1", f_scale=20 * threshold,
-                        x_scale="jac", tr_solver="lsmr", max_nfev=40, xtol=1e-10, ftol=1e-6)
-    sol = least_squares(residuals, sol.x, jac_sparsity=A, method="trf", loss="huber", f_scale=threshold,
-                        x_scale="jac", tr_solver="lsmr", max_nfev=60, xtol=1e-10, ftol=1e-8)
+    solver = dict(jac_sparsity=A, method="trf", x_scale="jac", tr_solver="lsmr", tr_options={"maxiter": 100})
+    sol = least_squares(residuals, x0, loss="soft_l1", f_scale=20 * threshold, max_nfev=20, ftol=1e-5, **solver)
+    sol = least_squares(residuals, sol.x, loss="huber", f_scale=threshold, max_nfev=30, ftol=1e-7, **solver)
     rv, f, d = unpack(sol.x)
     Rm = _rotvec_to_matrix(rv)
     K = K0.copy()
@@ -290,6 +299,37 @@ def _adjust(tracks, usable, frames, R0, K0, *, estimate_focal: bool, threshold: 
     directions = np.full((N, 3), np.nan)
     directions[track_ids] = d / np.linalg.norm(d, axis=1, keepdims=True)
     return {t: Rm[i] for i, t in enumerate(frames)}, K, directions, error
+
+
+def _directions(tracks, usable, frames, rotations, K):
+    """Each track's world direction (the mean of its rays) and median reprojection error under the cameras."""
+    T, N = usable.shape
+    frames = np.asarray(frames)
+    Kinv = np.linalg.inv(K)
+    Rs = np.stack([rotations[t] for t in frames])  # (F, 3, 3)
+    seen = usable[frames]  # (F, N)
+    xy = np.nan_to_num(tracks[frames].astype(np.float64))
+    rays = np.concatenate([xy, np.ones(xy.shape[:2] + (1,))], -1) @ Kinv.T
+    rays /= np.linalg.norm(rays, axis=-1, keepdims=True)
+    world = np.einsum("fji,fnj->fni", Rs, rays) * seen[..., None]  # R^T ray
+    d = world.sum(0)
+    norm = np.linalg.norm(d, axis=1)
+    ok = (seen.sum(0) >= 2) & (norm > 0)
+    directions = np.full((N, 3), np.nan)
+    directions[ok] = d[ok] / norm[ok, None]
+    p = np.einsum("fij,nj->fni", Rs, np.nan_to_num(directions)) @ K.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        proj = p[..., :2] / p[..., 2:]
+    err = np.linalg.norm(proj - xy, axis=-1)
+    err = np.where(seen & (p[..., 2] > 0), err, np.nan)
+    error = np.full(N, np.nan)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            error[ok] = np.nanmedian(err[:, ok], axis=0)
+    return directions, error
 
 
 def chain_rotations(

@@ -110,6 +110,18 @@ def scoring_pairs(num_frames: int, max_gap: int | None = None) -> list[tuple[int
     return [(i, j) for i, j in frame_pairs(num_frames, max_gap) if i % max(1, (j - i) // 3) == 0]
 
 
+def _homography_explains(Hm, F, p1, p2, threshold: float) -> bool:
+    """No parallax: the homography explains (nearly) every correspondence the fundamental matrix does,
+    or its median transfer error is within half the threshold (the noise of the tracks).
+
+    A transfer error is 2D where an epipolar distance is 1D, so under the same
+    noise fewer correspondences pass a homography at the same threshold: it is
+    counted at 1.5x the threshold."""
+    dist = transfer_distance(Hm["H"], p1, p2)
+    inliers = int((dist <= 1.5 * threshold).sum())
+    return inliers >= 0.95 * F["num_inliers"] or float(np.median(dist)) <= 0.5 * threshold
+
+
 def _pair_model(p1, p2, options, K, threshold, behind_check=True):
     """The dominant two-view motion of correspondences: ``(kind, distances, inlier mask)`` or None.
 
@@ -122,7 +134,7 @@ def _pair_model(p1, p2, options, K, threshold, behind_check=True):
     if F is None:
         return None
     Hm = pycolmap.estimate_homography_matrix(p1, p2, options)
-    if Hm is not None and Hm["num_inliers"] >= 0.95 * F["num_inliers"]:
+    if Hm is not None and _homography_explains(Hm, F, p1, p2, threshold):
         dist = transfer_distance(Hm["H"], p1, p2)
         return "rotation", dist, dist <= threshold
     dist = sampson_distance(F["F"], p1, p2)
@@ -345,7 +357,7 @@ def _fit_and_score(f1, f2, p1, p2, options, K, threshold):
     if F is None:
         return None
     Hm = pycolmap.estimate_homography_matrix(f1, f2, options)
-    if Hm is not None and Hm["num_inliers"] >= 0.95 * F["num_inliers"]:
+    if Hm is not None and _homography_explains(Hm, F, f1, f2, threshold):
         return "rotation", transfer_distance(Hm["H"], p1, p2)  # no parallax: the homography rules
     dist = sampson_distance(F["F"], p1, p2)
     inl = np.asarray(F["inlier_mask"], bool)
