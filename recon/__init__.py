@@ -8,6 +8,8 @@ Pure geometry on arrays (numpy, scipy, pycolmap; no torch)::
     rec.cam_from_world  # (T,4,4) float64, NaN for frames not solved
     rec.K               # (T,3,3)
     rec.registered      # (T,) bool
+    rec.camera_kind     # (T,) "full", "rotation" (centre held fixed), "identity" or "none"
+    rec.groups          # (N,) rigid motion group: 0 static scene, 1.. movers, -1 none
     rec.trajectories    # (T,N,3) world coordinates, NaN where unknown
     rec.is_dynamic      # (N,) bool
     rec.reliability     # (N,) float in [0,1]
@@ -15,8 +17,9 @@ Pure geometry on arrays (numpy, scipy, pycolmap; no torch)::
     recon.export_colmap(rec, "out/colmap")
 
 Modules: :mod:`~recon.pipeline` (the stages), :mod:`~recon.separation`
-(static/moving), :mod:`~recon.colmap` (every pycolmap call),
-:mod:`~recon.geometry` (projection, alignment, camera metrics).
+(rigid groups, static/moving), :mod:`~recon.rotation` (rotation-only
+cameras), :mod:`~recon.colmap` (every pycolmap call), :mod:`~recon.geometry`
+(projection, alignment, camera metrics).
 """
 
 from __future__ import annotations

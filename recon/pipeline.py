@@ -4,23 +4,39 @@ Stages:
 
 1. **Selection**: tracks visible in at least ``min_track_length`` frames (and,
    when a confidence is given, confident enough there).
-2. **Static/moving separation** (:mod:`recon.separation`): epipolar residuals
-   over many frame pairs, before any mapping, so that moving points never
-   reach the mapper.
-3. **Cameras** (:mod:`recon.colmap`): COLMAP's incremental mapper and bundle
-   adjustment on the static tracks (one shared camera; focal length estimated
-   unless intrinsics are given). Frames it cannot register stay NaN.
+2. **Rigid groups and static/moving separation** (:mod:`recon.separation`):
+   tracks are grouped by rigid motion and the static scene is chosen among
+   the groups by evidence (support over the video and the image, not count);
+   epipolar residuals to the static scene's motion over many frame pairs
+   then separate static from moving tracks before any mapping.
+3. **Cameras**, decided per video and per stretch of video:
+
+   * a still camera: identity poses;
+   * no parallax anywhere (a nodal or telephoto pan): rotation-only solve
+     (:mod:`recon.rotation`: homographies, a shared focal length, a
+     rotation-only bundle adjustment), every centre held at one point;
+   * otherwise COLMAP (:mod:`recon.colmap`, incremental or global mapper) on
+     at most ``max_keyframes`` evenly spaced frames, the other frames
+     registered one by one to the triangulated static points (PnP), frames
+     that only rotate relative to a solved neighbour chained to it with its
+     centre, and stretches without parallax held at one centre. Frames that
+     truly cannot be solved stay NaN, each with its reason
+     (:attr:`Status.unsolved`).
+
+   Every pixel threshold is relative to the resolution the tracks were
+   computed at (``ReconOptions.track_resolution``).
 4. **Re-separation**: every track is triangulated with the solved cameras and
-   re-classified by its reprojection error.
+   re-classified by its reprojection error (mapping again when that changed
+   the static set).
 5. **3D**: static tracks are one point each (constant over time); moving
    tracks are placed per frame: back-projected through the given depth maps
    (scaled to the reconstruction with the static points), or, without depth,
    at the depth of the static points around them in the image, a best-effort
    guess whose ``reliability`` says so.
 
-Degenerate input (a still camera, a rotating one, too few tracks, every track
-moving, very short videos) never raises: :attr:`Reconstruction.status` says
-what was solved and why the rest was not.
+Degenerate input (a still camera, too few tracks, every track moving, very
+short videos) never raises: :attr:`Reconstruction.status` says what was
+solved and why the rest was not.
 """
 
 from __future__ import annotations

@@ -1,32 +1,39 @@
-"""Static/moving separation of 2D tracks, before and after the cameras are solved.
+"""Rigid motion groups and static/moving separation of 2D tracks, before and after the cameras are solved.
+
+Rigid groups (:func:`rigid_groups`): in frame pairs spread over the video,
+motions are fitted one after the other (RANSAC of the fundamental matrix, or
+of a homography where there is no parallax), each to the tracks the previous
+ones left; tracks that share a motion in most of the pairs they share form a
+rigid group. The static scene is the group with the most evidence of being
+the background (observations over the whole video, times the share of the
+image it spans), not the group with the most tracks: in casual footage the
+movers can hold most of the tracks.
 
 Before mapping (:func:`epipolar_scores`): for frame pairs at several gaps,
-the fundamental matrix of the majority motion is estimated robustly
-(LO-RANSAC, pycolmap) and every track shared by the pair gets its Sampson
-distance to it. A static point satisfies every pair's epipolar constraint up
-to the tracking noise; a point on an independently moving object violates it
-in most pairs (it can only hide when it moves along the epipolar lines, which
-is why many pairs and gaps are combined). A point that moves along the
-epipolar lines still betrays itself when its two-view triangulation (with the
-essential matrix of a rough pinhole camera) lands behind the cameras: such
-pairs count as far off. A track's score is the upper quartile of its
-distances over pairs with gaps of 3 frames or more, so that a mover caught in
-a quarter of its pairs is out.
-
-The static world is taken to be the majority: where one moving rigid body
-holds about as many tracks as the static scene, a pair's fundamental matrix
-can follow it, or a compromise of both (two rigid motions that differ mostly
-along the epipolar lines fit one fundamental matrix within the noise), and the
-separation fails. The synthetic benchmark shows when (``benchmarks/reconstruction.py``).
+the static scene's fundamental matrix is estimated robustly (LO-RANSAC,
+pycolmap) from the static group's tracks and every track shared by the pair
+gets its Sampson distance to it. A static point satisfies every pair's
+epipolar constraint up to the tracking noise; a point on an independently
+moving object violates it in most pairs (it can only hide when it moves along
+the epipolar lines, which is why many pairs and gaps are combined). A point
+that moves along the epipolar lines still betrays itself when its two-view
+triangulation (with the essential matrix of a rough pinhole camera) lands
+behind the cameras: such pairs count as far off. A track's score is the upper
+quartile of its distances over pairs with gaps of 3 frames or more, so that a
+mover caught in a quarter of its pairs is out.
 
 Pairs without parallax (the camera did not move, or only rotated) have no
-fundamental matrix: there the majority motion is a homography (identity for
-a still camera), and the transfer error against it is the distance instead.
+fundamental matrix: there the static scene's motion is a homography
+(identity for a still camera), and the transfer error against it is the
+distance instead.
 
 After mapping (:func:`reprojection_scores`): every track is triangulated with
 the solved cameras and scored by its median reprojection error, which
 re-admits static tracks that the epipolar test doubted and catches movers
 that slid along epipolar lines.
+
+Thresholds are in pixels of the images the tracks are given in; the pipeline
+scales them to the resolution the tracks were computed at.
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ def test_still_camera():
     assert no_depth.status.cameras == "still" and np.isnan(no_depth.trajectories).all()
 
 
-def test_pure_rotation_is_reported_not_invented():
+def test_pure_rotation_is_solved_as_rotation_only_not_invented():
     rng = np.random.default_rng(0)
     T, N, W, H = 12, 300, 200, 150
     X = rng.uniform(-5, 5, (N, 3)) + [0, 0, 12]
@@ -127,7 +127,15 @@ def test_pure_rotation_is_reported_not_invented():
     vis = (z > 0) & (xy[..., 0] > 0) & (xy[..., 0] < W - 1) & (xy[..., 1] > 0) & (xy[..., 1] < H - 1)
     rec = recon.reconstruct(xy + rng.normal(0, 0.3, xy.shape), vis, (W, H))
     assert rec.status.cameras == "rotation", str(rec.status)
-    assert not rec.registered.any() and np.isnan(rec.trajectories).all()
+    # Rotations are solved (the centre held fixed); positions and depth are not invented.
+    assert rec.registered.all() and (rec.camera_kind == "rotation").all()
+    np.testing.assert_allclose(camera_centres(rec.cam_from_world), 0.0, atol=1e-9)
+    steps = [np.degrees(np.arccos(np.clip((np.trace(rec.cam_from_world[t + 1, :3, :3]
+                                                    @ rec.cam_from_world[t, :3, :3].T) - 1) / 2, -1, 1)))
+             for t in range(T - 1)]
+    np.testing.assert_allclose(steps, 1.5, atol=0.05)
+    assert abs(rec.K[0, 0, 0] - 180.0) < 10
+    assert np.isnan(rec.trajectories).all() and len(rec.points) == 0
     assert (rec.reliability == 0).all()
 
 
