@@ -28,7 +28,7 @@ Pixel convention: ``(x, y)`` with ``(0, 0)`` the centre of the top-left pixel,
 as everywhere in :mod:`cotracker3`. OpenCV's Lucas-Kanade uses the same: the
 intensity at integer ``(x, y)`` is the pixel at column ``x``, row ``y``
 (bilinear in between), and level ``l`` of its pyramid samples level 0 at
-``2**l * (x, y)``. ``tests/test_baseline.py`` checks this with a zoom about
+``2**l * (x, y)``. ``tests/cotracker3/test_baseline.py`` checks this with a zoom about
 pixel ``(0, 0)``.
 
 Cost: OpenCV's Python binding (checked with 5.0) accepts images only, not the
