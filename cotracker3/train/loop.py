@@ -50,6 +50,7 @@ CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "model.pt"
 LOG = "log.jsonl"
 
+
 class TrainingError(CoTrackerError, ValueError):
     """A training run cannot start or resume (bad configuration, damaged checkpoint)."""
 
