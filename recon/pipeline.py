@@ -320,9 +320,8 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
         kind[:] = "identity"
         status.note("the camera does not move: poses are the identity; without parallax static points have "
                     "no depth" + ("" if depth is None else " (taken from the depth maps)"))
-    elif motion.rotation + motion.still >= 0.5 * motion.num_pairs and _rotation_only(
-            tracks, vis, static, (W, H), K_given, epi_thr, opts.seed, status) is not None:
-        result = status._rotation_result
+    elif motion.rotation + motion.still >= 0.5 * motion.num_pairs and (result := _rotation_only(
+            tracks, vis, static, (W, H), K_given, epi_thr, opts.seed, status)) is not None:
         cam_from_world = result.cam_from_world
         solved = np.isfinite(cam_from_world).all(axis=(1, 2))
         status.cameras = "rotation"
@@ -440,9 +439,18 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
         point_tracks=np.flatnonzero(known),
         colmap_model=model,
         camera_kind=kind.astype(str),
-        groups=np.where(selected & (is_dynamic | (groups <= 0)), np.where(is_dynamic & (groups == 0), -1, groups),
-                        np.where(selected, 0, -1)),
+        groups=_final_groups(groups, selected, is_dynamic),
     )
+
+
+def _final_groups(groups: np.ndarray, selected: np.ndarray, is_dynamic: np.ndarray) -> np.ndarray:
+    """Rigid groups after separation: static tracks 0, moving tracks their moving group (or -1 when
+    the grouping had put them with the static scene or in no group), unused tracks -1."""
+    out = np.full(len(groups), -1)
+    out[selected & ~is_dynamic] = 0
+    moving = selected & is_dynamic & (groups >= 1)
+    out[moving] = groups[moving]
+    return out
 
 
 def _pixel_scale(image_size: tuple[int, int], track_resolution) -> float:
@@ -456,8 +464,8 @@ def _pixel_scale(image_size: tuple[int, int], track_resolution) -> float:
 
 
 def _rotation_only(tracks, vis, static, image_size, K, threshold, seed, status):
-    """Solve the video as rotation-only; keep the result (on ``status``) when the static tracks fit it
-    within the noise (median track error under half the epipolar threshold, 90% under it), else None."""
+    """Solve the video as rotation-only; the result when the static tracks fit it within the noise
+    (median track error under half the epipolar threshold, 90% under it), else None."""
     result = rotation.solve_rotations(tracks, vis, static, image_size, K, threshold=threshold, seed=seed)
     solved = np.isfinite(result.cam_from_world).all(axis=(1, 2))
     err = result.error[static & np.isfinite(result.error)]
@@ -467,10 +475,7 @@ def _rotation_only(tracks, vis, static, image_size, K, threshold, seed, status):
     fits = np.median(err) <= 0.5 * threshold and np.percentile(err, 90) <= threshold
     status.note(result.message + ("" if fits else f" (90% of static tracks within {np.percentile(err, 90):.2f} px: "
                                   "there is parallax, not used)"))
-    if not fits:
-        return None
-    status._rotation_result = result
-    return result
+    return result if fits else None
 
 
 def _keyframes(T: int, max_keyframes: int) -> np.ndarray:

@@ -112,13 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Track a grid of points through VIDEO (CoTracker3 with the published weights; when they "
         "cannot be had, with a warning, the project's small embedded model shipped in the package, or the "
         "classical Lucas-Kanade baseline where no embedded model ships or with --online), separate static from "
-        "moving points, solve the "
-        "cameras (COLMAP bundle adjustment on the tracks), triangulate the static points and place the "
+        "moving points (by rigid motion groups: the static scene need not hold most tracks), solve the "
+        "cameras (COLMAP bundle adjustment on the tracks; rotation-only where the camera only turns, as in a "
+        "pan, with the centre held fixed), triangulate the static points and place the "
         "moving ones per frame. Writes OUT/: reconstruction.npz (every array), colmap/ (the COLMAP model), "
         "points.ply (static cloud, coloured), dynamic.glb (moving points per frame), recording.rrd (Rerun; "
         "open with 'track3d view OUT'), overlay.mp4 (tracks drawn) and summary.json (timings, counts, "
-        "warnings). Geometry that cannot be solved (a still or only rotating camera) is reported in "
-        "summary.json, and the rest is still written.",
+        "warnings, rotation-only and unsolved frames). Geometry that cannot be solved (a still camera, frames "
+        "without static points) is reported in summary.json, and the rest is still written.",
     )
     r.add_argument("video", help="video file (mp4, mov, avi, webm, mkv, gif) or folder of images")
     r.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist, see --overwrite)")
@@ -301,7 +302,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         progress.close()
     s = result.summary
     print(f"{s['frames']} frames, {s['tracks']} tracks ({s['model']}): cameras {s['cameras']} "
-          f"({s['registered_frames']}/{s['frames']} frames), {s['static_points']} static points, "
+          f"({s['registered_frames']}/{s['frames']} frames"
+          + (f", {len(s['rotation_only_frames'])} rotation-only" if s.get("rotation_only_frames") else "")
+          + f"), {s['static_points']} static points, "
           f"{s['moving_tracks']} moving tracks")
     for warning in s["warnings"]:
         if not warning.startswith(FALLBACK_NOTICE):  # that one was logged before tracking started
