@@ -340,6 +340,15 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
                                        max_gap=opts.max_gap, pixel_scale=px, mapper=opts.mapper, seed=opts.seed)
             status.note(result.message + (f" (keyframes: every {keyframes[1] - keyframes[0]}th frame)"
                                           if len(keyframes) < T else ""))
+            solved_keyframes = int(np.isfinite(result.cam_from_world).all(axis=(1, 2)).sum())
+            if opts.mapper == "incremental" and solved_keyframes < 0.5 * len(keyframes):
+                # The incremental mapper can start from a pair without enough parallax (a pan before a
+                # walk) and register little more; the global mapper solves all frames at once.
+                other = colmap.map_tracks(tracks[keyframes], vis[keyframes], static, (W, H), K_given,
+                                          max_gap=opts.max_gap, pixel_scale=px, mapper="global", seed=opts.seed)
+                if np.isfinite(other.cam_from_world).all(axis=(1, 2)).sum() > solved_keyframes:
+                    result = other
+                    status.note(other.message + " (used: the incremental mapper registered under half)")
             notify(2 + round_)
             model = result.reconstruction
             cam_from_world = np.full((T, 4, 4), np.nan)
@@ -379,7 +388,7 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
             if chained:
                 status.note(f"{len(chained)} frame(s) without enough parallax or points were given the rotation "
                             "to a solved neighbour, its centre held fixed")
-            _hold_rotation_stretches(motion, kind, cam_from_world, status)
+            _hold_rotation_stretches(motion, kind, cam_from_world, status, vis, static, points)
     status.timings["cameras"] = time.perf_counter() - t0
     registered = np.isfinite(cam_from_world).all(axis=(1, 2))
     kind[~registered] = "none"
@@ -500,10 +509,10 @@ def _register_frames(tracks, vis, static, points, K, image_size, cam_from_world,
             cam_from_world[t] = pose
 
 
-def _hold_rotation_stretches(motion, kind, cam_from_world, status, min_length=3):
+def _hold_rotation_stretches(motion, kind, cam_from_world, status, vis, static, points, min_length=3):
     """Frames inside stretches where two thirds of the pairs of nearby frames (3 apart at most) are
-    rotation-only: their centres held at the stretch's median centre (translation there is noise, not
-    motion)."""
+    rotation-only, and whose solved centres move less than 1% of the scene's depth: their centres held
+    at the stretch's median centre (translation there is noise, not motion)."""
     T = len(kind)
     votes = np.zeros(T)
     total = np.zeros(T)
@@ -522,11 +531,15 @@ def _hold_rotation_stretches(motion, kind, cam_from_world, status, min_length=3)
         e = t
         while e + 1 < T and flat[e + 1]:
             e += 1
-        if e - t + 1 >= min_length:
-            idx = np.arange(t, e + 1)
-            R = cam_from_world[idx, :3, :3]
-            c = -np.einsum("tji,tj->ti", R, cam_from_world[idx, :3, 3])
-            centre = np.median(c, axis=0)
+        idx = np.arange(t, e + 1)
+        R = cam_from_world[idx, :3, :3]
+        c = -np.einsum("tji,tj->ti", R, cam_from_world[idx, :3, 3])
+        centre = np.median(c, axis=0)
+        # Only where the solved centres barely move (1% of the depth of the static points seen there):
+        # nearby frames without parallax may also belong to a slow but real translation.
+        seen = static & np.isfinite(points).all(1) & vis[idx].any(0)
+        depth = np.median(np.linalg.norm(points[seen] - centre, axis=1)) if seen.any() else np.inf
+        if e - t + 1 >= min_length and np.linalg.norm(c - centre, axis=1).max() <= 0.01 * depth:
             cam_from_world[idx, :3, 3] = -np.einsum("tij,j->ti", R, centre)
             kind[idx] = "rotation"
             held += len(idx)

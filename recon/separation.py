@@ -118,15 +118,21 @@ def scoring_pairs(num_frames: int, max_gap: int | None = None) -> list[tuple[int
 
 
 def _homography_explains(Hm, F, p1, p2, threshold: float) -> bool:
-    """No parallax: the homography explains (nearly) every correspondence the fundamental matrix does,
-    or its median transfer error is within half the threshold (the noise of the tracks).
+    """Whether a pair has no parallax: ``"strict"`` when the homography explains
+    (nearly) every correspondence the fundamental matrix does, ``"loose"`` when
+    only its median transfer error is within half the threshold (the noise of
+    the tracks: little parallax, or noisy tracks of a pan), else ``""``.
 
     A transfer error is 2D where an epipolar distance is 1D, so under the same
     noise fewer correspondences pass a homography at the same threshold: it is
-    counted at 1.5x the threshold."""
+    counted at 1.5x the threshold. Residuals are taken to the homography only
+    when strict (a loose pair's near points would look like movers); the pair
+    counts as rotation-only in the video's decision either way."""
     dist = transfer_distance(Hm["H"], p1, p2)
     inliers = int((dist <= 1.5 * threshold).sum())
-    return inliers >= 0.95 * F["num_inliers"] or float(np.median(dist)) <= 0.5 * threshold
+    if inliers >= 0.95 * F["num_inliers"]:
+        return "strict"
+    return "loose" if float(np.median(dist)) <= 0.5 * threshold else ""
 
 
 def _pair_model(p1, p2, options, K, threshold, behind_check=True):
@@ -141,7 +147,7 @@ def _pair_model(p1, p2, options, K, threshold, behind_check=True):
     if F is None:
         return None
     Hm = pycolmap.estimate_homography_matrix(p1, p2, options)
-    if Hm is not None and _homography_explains(Hm, F, p1, p2, threshold):
+    if Hm is not None and _homography_explains(Hm, F, p1, p2, threshold) == "strict":
         dist = transfer_distance(Hm["H"], p1, p2)
         return "rotation", dist, dist <= threshold
     dist = sampson_distance(F["F"], p1, p2)
@@ -155,8 +161,49 @@ def _pair_model(p1, p2, options, K, threshold, behind_check=True):
     return "general", dist, dist <= threshold
 
 
-CLUSTER_DISTANCE = 0.35
-"""Tracks are one rigid group when they share a motion in at least 65% of their shared pairs (on average)."""
+GROUP_THRESHOLD = 0.5
+"""Motions of the grouping are fitted at this fraction of the epipolar threshold (tighter than the
+separation's, so that two rigid bodies are less likely to share one compromise motion)."""
+
+MERGE_FRACTION = 1.0
+"""A group joins a larger one when one motion fitted to both explains this share of it (median over pairs)."""
+
+CLUSTER_DISTANCE = 0.5
+"""Tracks are one rigid group when they share a motion in at least half of their shared pairs (average linkage)."""
+
+
+def _merge_groups(labels, tracks, usable, pairs, options, K, threshold, min_fraction=MERGE_FRACTION):
+    """Merge groups that move as one: clustering at a tight threshold can split one rigid body
+    (the static scene above all: near and far parts, noisy tracks) into several groups. A group joins
+    a larger one when, in most pairs both are seen in, one motion fitted to both explains :data:`MERGE_FRACTION` of it."""
+    order = sorted((c for c in np.unique(labels) if c >= 0), key=lambda c: -(labels == c).sum())
+    merged = True
+    while merged:
+        merged = False
+        for a_pos, a in enumerate(order):
+            for b in order[a_pos + 1:]:
+                A, B = np.flatnonzero(labels == a), np.flatnonzero(labels == b)
+                fractions = []
+                for i, j in pairs:
+                    a_ok = A[usable[i, A] & usable[j, A]]
+                    b_ok = B[usable[i, B] & usable[j, B]]
+                    if len(a_ok) < 8 or len(b_ok) < 8:
+                        continue
+                    both = np.concatenate([a_ok, b_ok])
+                    model = _pair_model(tracks[i, both], tracks[j, both], options, K, threshold)
+                    if model is None:
+                        continue
+                    fractions.append(model[2][len(a_ok):].mean())
+                    if len(fractions) >= 8:
+                        break
+                if len(fractions) >= 3 and np.median(fractions) >= min_fraction:
+                    labels[labels == b] = a
+                    order.remove(b)
+                    merged = True
+                    break
+            if merged:
+                break
+    return labels
 
 
 def rigid_groups(
@@ -179,12 +226,14 @@ def rigid_groups(
     tracks the previous ones left, so that every rigid body in view gets its
     own motion. Two tracks that share a motion in most of the pairs they share
     belong to one rigid group (average-linkage clustering of that affinity).
-    The static scene is the group with the most evidence of being the
-    background: observations (tracks x frames, so long-lived tracks weigh
-    more) times the square root of the share of the image its tracks span,
-    not its share of the tracks alone: in casual footage one mover can hold
-    more tracks than any one part of the background, but rarely spans the
-    image for the whole video.
+    Groups that one motion explains together are merged (a tight clustering
+    can split the static scene into near and far parts). The static scene is
+    the group with the most evidence of being the background: observations
+    (tracks x frames, so long-lived tracks weigh more) times the share of the
+    image it covers (cells of an 8x8 grid holding its tracks, median over
+    frames), not its share of the tracks alone: in casual footage one mover
+    can hold more tracks than any one part of the background, but rarely
+    covers the image for the whole video.
 
     Returns:
         ``(labels (N,) int: group of each track, -1 for none; the static scene's label, -1 if none)``.
@@ -202,7 +251,7 @@ def rigid_groups(
     pairs = [(i, j) for i, j in frame_pairs(T) if j - i >= min(5, T - 1)]
     if len(pairs) > max_pairs:
         pairs = [pairs[k] for k in np.linspace(0, len(pairs) - 1, max_pairs).round().astype(int)]
-    options = _ransac_options(threshold / 2, seed)
+    options = _ransac_options(GROUP_THRESHOLD * threshold, seed)
     options.max_num_trials = 1000  # many small groups are fitted: cap the trials (a miss only splits a group)
     K = np.array([[1.2 * max(W, H), 0, (W - 1) / 2], [0, 1.2 * max(W, H), (H - 1) / 2], [0, 0, 1]])
     col = {n: k for k, n in enumerate(cand)}
@@ -217,7 +266,7 @@ def rigid_groups(
         for g in range(max_groups):
             if len(rest) < min_shared:
                 break
-            model = _pair_model(tracks[i, shared[rest]], tracks[j, shared[rest]], options, K, threshold / 2)
+            model = _pair_model(tracks[i, shared[rest]], tracks[j, shared[rest]], options, K, GROUP_THRESHOLD * threshold)
             if model is None or model[2].sum() < min_shared:
                 break
             lab[rest[model[2]]] = g
@@ -244,24 +293,28 @@ def rigid_groups(
     iu = np.triu_indices(M, 1)
     Z = linkage(dist[iu].astype(np.float64), method="average")
     cluster = fcluster(Z, t=CLUSTER_DISTANCE, criterion="distance")
-    best, best_score = -1, -np.inf
     for c in np.unique(cluster):
         members = cand[cluster == c]
-        if len(members) < min_shared:
-            continue
-        labels[members] = c
+        if len(members) >= min_shared:
+            labels[members] = c
+    if MERGE_FRACTION < 1:
+        labels = _merge_groups(labels, tracks, usable, pairs, _ransac_options(threshold, seed), K, threshold)
+    best, best_score = -1, -np.inf
+    for c in np.unique(labels[labels >= 0]):
+        members = np.flatnonzero(labels == c)
         vis = usable[:, members]
         obs = int(vis.sum())
-        spans = []
+        cover = []
         for t in range(T):
             xy = tracks[t, members[vis[t]]]
-            if len(xy) >= 3:
-                ext = xy.max(0) - xy.min(0)
-                spans.append(min(ext[0] / W, 1.0) * min(ext[1] / H, 1.0))
-        spread = float(np.median(spans)) if spans else 0.0
-        score = obs * np.sqrt(spread)
-        logger.debug("rigid group %d: %d tracks, %d observations, spread %.2f, score %.1f",
-                     c, len(members), obs, spread, score)
+            if len(xy):
+                cells = np.unique(np.clip((xy[:, 0] / W * 8).astype(int), 0, 7) * 8
+                                  + np.clip((xy[:, 1] / H * 8).astype(int), 0, 7))
+                cover.append(len(cells) / 64)
+        coverage = float(np.median(cover)) if cover else 0.0
+        score = obs * coverage
+        logger.debug("rigid group %d: %d tracks, %d observations, coverage %.2f, score %.1f",
+                     c, len(members), obs, coverage, score)
         if score > best_score:
             best, best_score = int(c), score
     # Renumber: the static scene 0, the others 1, 2, ... by size.
@@ -364,9 +417,12 @@ def _fit_and_score(f1, f2, p1, p2, options, K, threshold):
     if F is None:
         return None
     Hm = pycolmap.estimate_homography_matrix(f1, f2, options)
-    if Hm is not None and _homography_explains(Hm, F, f1, f2, threshold):
+    explains = _homography_explains(Hm, F, f1, f2, threshold) if Hm is not None else ""
+    if explains == "strict":
         return "rotation", transfer_distance(Hm["H"], p1, p2)  # no parallax: the homography rules
     dist = sampson_distance(F["F"], p1, p2)
+    if explains == "loose":
+        return "rotation", dist  # too little parallax to solve translation; F still scores the tracks
     inl = np.asarray(F["inlier_mask"], bool)
     _, R, t, _ = cv2.recoverPose(K.T @ F["F"] @ K, f1[inl], f2[inl], K)
     behind = _behind(R, t.ravel(), K, p1, p2, 1.0)
