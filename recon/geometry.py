@@ -57,6 +57,35 @@ def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True) -> tuple[
     return s, R, mu_d - s * R @ mu_s
 
 
+def align_poses(est: np.ndarray, gt: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Similarity taking the world of ``est`` cameras to that of ``gt`` from orientations and centres.
+
+    The rotation is the chordal mean of ``R_gt R_est^T`` over the frames (camera orientations fix it even
+    when the centres are nearly collinear or still, where :func:`umeyama` on centres alone is ambiguous);
+    scale and translation then come from the centres by least squares (scale 1 when the centres do not
+    spread).
+
+    Args:
+        est, gt: ``(T, 4, 4)`` ``cam_from_world``; frames with NaN in either are skipped.
+
+    Returns:
+        ``(s, R (3, 3), t (3,))`` with ``X_gt ~ s R X_est + t``.
+    """
+    ok = np.isfinite(est).all(axis=(1, 2)) & np.isfinite(gt).all(axis=(1, 2))
+    if not ok.any():
+        raise ValueError("align_poses needs at least one frame solved in both")
+    # world_from_cam rotations are the transposes; R maps est's world axes to gt's.
+    M = np.einsum("tji,tjk->ik", gt[ok, :3, :3], est[ok, :3, :3])
+    U, _, Vt = np.linalg.svd(M)
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
+    R = U @ D @ Vt
+    ce, cg = camera_centres(est[ok]), camera_centres(gt[ok])
+    a, b = ce - ce.mean(0), cg - cg.mean(0)
+    var = (a ** 2).sum()
+    s = float(np.einsum("ni,ni->", b, a @ R.T) / var) if var > 1e-12 * max((b ** 2).sum(), 1e-300) else 1.0
+    return s, R, cg.mean(0) - s * R @ ce.mean(0)
+
+
 def camera_errors(est: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     """Absolute trajectory error after Sim3 alignment, and relative rotation error.
 
