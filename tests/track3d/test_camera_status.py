@@ -89,8 +89,8 @@ def test_the_recording_marks_unsolved_frames(tmp_path):
 
 def test_the_same_clip_at_its_own_size_and_at_4k(tmp_path):
     """A rendered clip at 384x216 and the same frames upscaled to 3840x2160, reconstructed with the
-    default tracker (the embedded model, which works at 512x384 whatever the size): frames with a
-    camera within 10% and static tracks within 25% of each other."""
+    default tracker (the embedded model, which tracks at its own input size whatever the frame size):
+    frames with a camera within 10% and static tracks within 25% of each other."""
     cfg = dataclasses.replace(synthetic.RECON_TIERS["moving_camera"], num_frames=8, height=216, width=384,
                               num_points=8, supersample=1)
     scene = synthetic.render_scene(cfg, synthetic.recon_seed("moving_camera", 1))
