@@ -437,7 +437,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from cotracker3.eval import datasets, scoring
     from track3d import io
     from track3d.errors import OutputError, Track3DError
-    from track3d.tracking import resolve_device
+    from track3d.tracking import check_precision, resolve_device
 
     json_path = Path(args.json) if args.json else None
     if json_path is not None and not json_path.parent.is_dir():
@@ -446,6 +446,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise Track3DError(f"--iters must be at least 1, got {args.iters}")
     if args.max_videos is not None and args.max_videos < 1:
         raise Track3DError(f"--max-videos must be at least 1, got {args.max_videos}")
+    check_precision(args.precision, resolve_device(args.device))
     tracker, label = scoring.load_tracker(args.tracker, device=resolve_device(args.device), iters=args.iters,
                                              dtype=getattr(torch, args.precision))
     if args.dataset == "synthetic":
