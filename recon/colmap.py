@@ -92,6 +92,7 @@ def map_tracks(
     pixel_scale: float = 1.0,
     mapper: str = "incremental",
     seed: int = 0,
+    focal_guess: float | None = None,
 ) -> MappingResult:
     """Cameras and 3D points from tracks with COLMAP's incremental mapper.
 
@@ -111,7 +112,10 @@ def map_tracks(
         mapper: ``"incremental"`` (COLMAP's incremental mapper) or ``"global"``
             (COLMAP 4's global mapper, GLOMAP: rotation averaging, global
             positioning, one bundle adjustment).
-        seed: the mapper's random seed (results are deterministic for a seed).
+        seed: the mapper's random seed (results are deterministic for a seed
+            and a thread count).
+        focal_guess: px, the focal length the adjustment starts from when ``K``
+            is None (default: COLMAP's, 1.2 times the longer image side).
 
     Returns:
         :class:`MappingResult`; frames the mapper could not register are NaN.
@@ -125,7 +129,7 @@ def map_tracks(
         tmp = Path(tmp)
         db = pycolmap.Database.open(str(tmp / "database.db"))
         if K is None:
-            f0 = 1.2 * max(W, H)
+            f0 = 1.2 * max(W, H) if focal_guess is None else float(focal_guess)
             camera = pycolmap.Camera.create_from_model_id(1, pycolmap.CameraModelId.SIMPLE_PINHOLE, f0, W, H)
             camera.has_prior_focal_length = False
         else:

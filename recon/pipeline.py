@@ -358,6 +358,9 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
                 if np.isfinite(other.cam_from_world).all(axis=(1, 2)).sum() > solved_keyframes:
                     result = other
                     status.note(other.message + " (used: the incremental mapper registered under half)")
+            if round_ == 0 and K_given is None:
+                result = _second_focal_start(result, tracks[keyframes], vis[keyframes], static, (W, H), px,
+                                             opts, status)
             notify(2 + round_)
             model = result.reconstruction
             cam_from_world = np.full((T, 4, 4), np.nan)
@@ -502,6 +505,31 @@ def _rotation_only(tracks, vis, static, image_size, K, threshold, seed, status, 
     status.note(result.message + ("" if fits else f" ({share}% of static tracks within {outer:.2f} px: "
                                   "there is parallax, not used)"))
     return result if fits else None
+
+
+def _second_focal_start(result, tracks, vis, static, image_size, px, opts, status):
+    """Map again from a second focal length when the first model triangulated few of the static tracks.
+
+    With the focal length unknown, the adjustment can settle in a wrong basin (a focal length 17% short
+    on a 24-frame synthetic clip, depending on COLMAP's thread count); such a model triangulates
+    noticeably fewer of the static tracks (142 of 237 against 235). Under 90%, the mapping is redone
+    from 0.8 times the longer image side, and the model with more points is kept.
+    """
+    mappable = int((static & (vis.sum(0) >= 2)).sum())
+    found = int(np.isfinite(result.points).all(1).sum())
+    if mappable == 0 or found >= 0.9 * mappable:
+        return result
+    W, H = image_size
+    other = colmap.map_tracks(tracks, vis, static, image_size, None, max_gap=opts.max_gap, pixel_scale=px,
+                              mapper=opts.mapper, seed=opts.seed, focal_guess=0.8 * max(W, H))
+    solved = int(np.isfinite(result.cam_from_world).all(axis=(1, 2)).sum())
+    other_solved = int(np.isfinite(other.cam_from_world).all(axis=(1, 2)).sum())
+    other_found = int(np.isfinite(other.points).all(1).sum())
+    if (other_solved, other_found) > (solved, found):
+        status.note(other.message + f" (used: mapped again from a focal length of {0.8 * max(W, H):.0f} px, "
+                    f"as the first model triangulated {found} of {mappable} static tracks)")
+        return other
+    return result
 
 
 def _keyframes(T: int, max_keyframes: int) -> np.ndarray:

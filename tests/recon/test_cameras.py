@@ -216,3 +216,22 @@ def test_global_mapper_option():
     assert "global mapping" in str(rec.status)
     assert rec.registered.mean() >= 0.9, str(rec.status)
     assert recon.camera_errors(rec.cam_from_world, scene.cam_from_world)["ate"] < 0.01 * scene.scene_extent
+
+
+def test_a_model_that_triangulates_few_static_tracks_is_mapped_again_from_a_second_focal_length():
+    from recon import colmap
+    from recon.pipeline import ReconOptions, Status, _second_focal_start
+
+    scene = _scene("moving_camera", 1)
+    tracks, vis = _noisy(scene)
+    static = ~scene.is_dynamic
+    # A start so far off (20x the image) that the mapper builds nothing.
+    poor = colmap.map_tracks(tracks, vis, static, (160, 160), None, focal_guess=3200.0)
+    assert np.isfinite(poor.points).all(1).sum() < 0.9 * static.sum()
+    status = Status()
+    result = _second_focal_start(poor, tracks, vis, static, (160, 160), 1.0, ReconOptions(), status)
+    assert np.isfinite(result.points).all(1).sum() >= 0.9 * static.sum()
+    assert abs(result.K[0, 0] / scene.K[0, 0] - 1) < 0.03
+    assert any("mapped again from a focal length of 128 px" in m for m in status.messages)
+    # A model that already triangulates its static tracks is kept as it is.
+    assert _second_focal_start(result, tracks, vis, static, (160, 160), 1.0, ReconOptions(), Status()) is result
