@@ -519,14 +519,14 @@ def _second_focal_start(result, tracks, vis, static, image_size, px, opts, statu
     found = int(np.isfinite(result.points).all(1).sum())
     if mappable == 0 or found >= 0.9 * mappable:
         return result
-    W, H = image_size
+    focal = 0.8 * max(image_size)
     other = colmap.map_tracks(tracks, vis, static, image_size, None, max_gap=opts.max_gap, pixel_scale=px,
-                              mapper=opts.mapper, seed=opts.seed, focal_guess=0.8 * max(W, H))
+                              mapper=opts.mapper, seed=opts.seed, focal_guess=focal)
     solved = int(np.isfinite(result.cam_from_world).all(axis=(1, 2)).sum())
     other_solved = int(np.isfinite(other.cam_from_world).all(axis=(1, 2)).sum())
     other_found = int(np.isfinite(other.points).all(1).sum())
     if (other_solved, other_found) > (solved, found):
-        status.note(other.message + f" (used: mapped again from a focal length of {0.8 * max(W, H):.0f} px, "
+        status.note(other.message + f" (used: mapped again from a focal length of {focal:.0f} px, "
                     f"as the first model triangulated {found} of {mappable} static tracks)")
         return other
     return result

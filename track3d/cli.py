@@ -446,8 +446,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise Track3DError(f"--iters must be at least 1, got {args.iters}")
     if args.max_videos is not None and args.max_videos < 1:
         raise Track3DError(f"--max-videos must be at least 1, got {args.max_videos}")
-    check_precision(args.precision, resolve_device(args.device))
-    tracker, label = scoring.load_tracker(args.tracker, device=resolve_device(args.device), iters=args.iters,
+    device = resolve_device(args.device)
+    check_precision(args.precision, device)
+    tracker, label = scoring.load_tracker(args.tracker, device=device, iters=args.iters,
                                              dtype=getattr(torch, args.precision))
     if args.dataset == "synthetic":
         unknown = [t for t in args.tiers or [] if t not in synthetic.EVAL_TIERS]
