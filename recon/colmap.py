@@ -52,13 +52,13 @@ class MappingResult:
 def colmap_log_level(level: int = 2):
     """COLMAP logs every mapping step (and warns that our frames have no image
     files, which the mapper never needs): keep it to ``level`` (glog: 0 INFO,
-    1 WARNING, 2 ERROR, 3 FATAL) unless this module's logger is at DEBUG;
-    restore the previous level afterwards."""
+    1 WARNING, 2 ERROR, 3 FATAL) or quieter if an enclosing block asked so,
+    unless this module's logger is at DEBUG; restore the previous level afterwards."""
     import pycolmap
 
     previous = pycolmap.logging.minloglevel
     if not logger.isEnabledFor(logging.DEBUG):
-        pycolmap.logging.minloglevel = level
+        pycolmap.logging.minloglevel = max(level, previous)
     try:
         yield
     finally:

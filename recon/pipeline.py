@@ -29,10 +29,11 @@ Stages:
    re-classified by its reprojection error (mapping again when that changed
    the static set).
 5. **3D**: static tracks are one point each (constant over time); moving
-   tracks are placed per frame: back-projected through the given depth maps
-   (scaled to the reconstruction with the static points), or, without depth,
-   at the depth of the static points around them in the image, a best-effort
-   guess whose ``reliability`` says so.
+   tracks are placed per frame by :mod:`recon.dynamic`: rigid movers through
+   their own structure from motion and a scale from priors (or depth),
+   non-rigid points by the best of a few motion models; depth maps of any kind
+   (:mod:`recon.depth`) are first aligned to the static points. Every track's
+   ``reliability`` ranks how well its 3D is determined.
 
 Degenerate input (a still camera, too few tracks, every track moving, very
 short videos) never raises: :attr:`Reconstruction.status` says what was
@@ -41,13 +42,15 @@ solved and why the rest was not.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from recon import colmap, rotation, separation
+from recon import colmap, dynamic, rotation, separation
+from recon.depth import DEPTH_KINDS, DepthAlignment, align_depth, sample
 from recon.geometry import to_camera
 
 logger = logging.getLogger(__name__)
@@ -78,9 +81,14 @@ class ReconOptions:
             changed the static set by more than 2%.
         min_static_tracks: fewer static tracks than this: cameras are not solved.
         max_gap: largest frame gap of matched pairs (default: the whole video).
-        depth_scale_from_static: align given depth maps to the reconstruction
+        depth_kind: what the given depth maps hold (:data:`recon.depth.DEPTH_KINDS`):
+            ``"metric"`` (camera ``z`` up to one global scale: an RGB-D sensor),
+            ``"affine"`` (``z`` up to a per-frame scale and shift) or
+            ``"affine_disparity"`` (``1/z`` up to a per-frame scale and shift: what
+            monocular depth networks output). Relative kinds are fitted frame by
+            frame to the static points (robustly), so they need solved cameras.
+        depth_scale_from_static: align given metric depth maps to the reconstruction
             with the static points (otherwise depth is taken as in reconstruction units).
-        neighbours: static neighbours whose depth a moving point borrows when no depth is given.
         seed: random seed of RANSAC and the mapper.
     """
 
@@ -95,8 +103,8 @@ class ReconOptions:
     max_gap: int | None = None
     mapper: str = "incremental"
     max_keyframes: int = 60
+    depth_kind: str = "metric"
     depth_scale_from_static: bool = True
-    neighbours: int = 8
     seed: int = 0
 
 
@@ -115,8 +123,11 @@ class Status:
         unsolved: ``{frame: reason}`` for the frames left without a pose.
         focal: ``"given"``, ``"estimated"`` or ``"unknown"``.
         static_tracks, moving_tracks, unused_tracks: counts.
-        moving_3d: ``"depth"`` (from depth maps), ``"estimated"`` (best effort,
-            low reliability) or ``"none"``.
+        moving_3d: ``"depth"`` (from depth maps), ``"estimated"`` (without depth:
+            :mod:`recon.dynamic`; each point's reliability says how well) or ``"none"``.
+        moving_groups: one dict per rigid mover (:class:`recon.dynamic.GroupScale`
+            without its fits): its tracks, scale, the prior that chose it and
+            whether the data decided it.
         mean_reprojection_error: px over the static points (NaN if none).
         messages: what happened, in order; warnings included.
         timings: seconds per stage.
@@ -131,6 +142,7 @@ class Status:
     moving_tracks: int = 0
     unused_tracks: int = 0
     moving_3d: str = "none"
+    moving_groups: list[dict] = field(default_factory=list)
     mean_reprojection_error: float = float("nan")
     messages: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -162,8 +174,10 @@ class Reconstruction:
         used: ``(N,)`` bool: the track was long (and confident) enough to take
             part; the others are neither static nor moving and stay NaN.
         reliability: ``(N,)`` float in ``[0, 1]``: how well each 3D trajectory is
-            determined (0: unknown; triangulated static points near 1 when their
-            rays are well separated; moving points without depth maps at most 0.2).
+            determined, such that a higher value means a smaller error (0:
+            unknown; triangulated static points near 1 when their rays are well
+            separated; moving points from their predicted relative error,
+            :func:`recon.dynamic.reliability_from_error`).
         status: :class:`Status`.
         points: ``(M, 3)`` the static point cloud (rows of ``trajectories`` that are static and known).
         point_tracks: ``(M,)`` the track index of each static point.
@@ -175,6 +189,12 @@ class Reconstruction:
         groups: ``(N,)`` int: rigid motion group of each track: 0 the static
             scene, 1, 2, ... independently moving rigid groups (largest first),
             -1 for tracks in no group (non-rigid, too short, or unused).
+        moving_kind: ``(N,)`` str: how each moving point was placed
+            (:mod:`recon.dynamic`): ``"rigid"`` (its rigid mover's structure and
+            scale), ``"depth"`` (depth maps), ``"carried"`` (the depth of the rigid
+            mover around it), ``"line"`` (moving along a 3D line),
+            ``"hovering"`` (the intersection of its rays, put back on each ray),
+            or ``""`` (not moving, or not placed).
     """
 
     cam_from_world: np.ndarray
@@ -190,6 +210,7 @@ class Reconstruction:
     colmap_model: object = None
     camera_kind: np.ndarray | None = None
     groups: np.ndarray | None = None
+    moving_kind: np.ndarray | None = None
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The arrays, for ``np.savez``."""
@@ -197,7 +218,7 @@ class Reconstruction:
             "cam_from_world": self.cam_from_world, "K": self.K, "registered": self.registered,
             "trajectories": self.trajectories, "is_dynamic": self.is_dynamic, "used": self.used,
             "reliability": self.reliability, "points": self.points, "point_tracks": self.point_tracks,
-            "camera_kind": self.camera_kind, "groups": self.groups,
+            "camera_kind": self.camera_kind, "groups": self.groups, "moving_kind": self.moving_kind,
         }
 
 
@@ -234,9 +255,10 @@ def _check(tracks, visibility, image_size, confidence, intrinsics, depth):
         if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
             raise ValueError(f"intrinsics must be a (3, 3) camera matrix with positive focal lengths, got {K}")
     if depth is not None:
-        depth = np.asarray(depth, dtype=np.float64)
-        if depth.shape != (T, H, W):
-            raise ValueError(f"depth must be (T, H, W) = {(T, H, W)} maps, got {depth.shape}")
+        depth = np.asarray(depth)
+        if depth.ndim != 3 or depth.shape[0] != T or min(depth.shape[1:]) < 2:
+            raise ValueError(f"depth must be (T, h, w) maps with T = {T} (any h, w >= 2 covering the frame), "
+                             f"got {depth.shape}")
     return tracks, visibility, (W, H), confidence, K, depth
 
 
@@ -251,8 +273,9 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
         confidence: optional ``(T, N)`` in ``[0, 1]``; with ``options.min_confidence``.
         intrinsics: optional ``(3, 3)`` (or constant ``(T, 3, 3)``) camera matrix,
             kept fixed; otherwise one focal length is estimated.
-        depth: optional ``(T, H, W)`` depth maps (camera ``z``, any consistent unit;
-            0, NaN or inf where unknown) from an RGB-D capture or a depth estimator.
+        depth: optional ``(T, h, w)`` depth maps covering the frames (any resolution;
+            0, NaN or inf where unknown) from an RGB-D capture or a depth estimator;
+            what they hold is ``options.depth_kind``.
         options: :class:`ReconOptions`.
         progress: optional ``callable(stage, done, total)``, called as the stages
             (separation, each mapping round, 3D) finish.
@@ -264,6 +287,8 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
         ValueError: arrays of the wrong shapes (degenerate *geometry* never raises).
     """
     opts = options or ReconOptions()
+    if opts.depth_kind not in DEPTH_KINDS:
+        raise ValueError(f"depth_kind must be one of {', '.join(map(repr, DEPTH_KINDS))}, got {opts.depth_kind!r}")
     steps = 3 + opts.refinements
     notify = (lambda done: progress("recon", done, steps)) if progress else (lambda done: None)
     notify(0)
@@ -427,16 +452,37 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
         reliability[static] = np.clip(angle[static] / 5.0, 0, 1) * np.exp(-point_error[static] / 2.0)
     moving_tracks = selected & is_dynamic
     K_all = np.broadcast_to(K, (T, 3, 3)).copy()
+    moving_kind = np.full(N, "", dtype=object)
+    final_groups = _final_groups(groups, selected, is_dynamic)
     if registered.any() and np.isfinite(K).all():
-        if depth is not None:
-            _lift_with_depth(tracks, vis, depth, K, cam_from_world, registered, static, points,
-                             moving_tracks, trajectories, reliability, status, opts)
+        alignment = None
+        if depth is not None and status.cameras == "solved":
+            alignment = _align(depth, tracks, vis, static, points, cam_from_world, (W, H), status, opts)
+        elif depth is not None and opts.depth_kind == "metric":
+            _lift_with_depth(tracks, vis, depth, (W, H), K, cam_from_world, registered, moving_tracks,
+                             trajectories, reliability, status)
             if status.cameras == "still":
-                _lift_with_depth(tracks, vis, depth, K, cam_from_world, registered, selected & ~is_dynamic, points,
-                                 selected & ~is_dynamic, trajectories, reliability, status, opts, static_points=True)
-        elif status.cameras == "solved":
-            _lift_from_neighbours(tracks, vis, K, cam_from_world, registered, static, points, moving_tracks,
-                                  trajectories, reliability, status, opts)
+                _lift_with_depth(tracks, vis, depth, (W, H), K, cam_from_world, registered, selected & ~is_dynamic,
+                                 trajectories, reliability, status, static_points=True)
+        elif depth is not None:
+            status.note(f"{opts.depth_kind} depth maps need solved cameras (static points of known depth) to be "
+                        "aligned: not used")
+        if status.cameras == "solved":
+            known_error = point_error[static & np.isfinite(point_error)]
+            noise = float(np.median(known_error)) if len(known_error) else px
+            result = dynamic.lift_moving(tracks, vis, K, cam_from_world, registered, static, points, moving_tracks,
+                                         final_groups, (W, H), trajectories, reliability, pixel_scale=px,
+                                         noise_px=max(noise, 0.1 * px), alignment=alignment, depth=depth,
+                                         seed=opts.seed)
+            moving_kind = result.kind.astype(object)
+            status.moving_groups = [{k: v for k, v in dataclasses.asdict(g).items() if k != "fits"}
+                                    for g in result.groups]
+            if moving_tracks.any():
+                status.moving_3d = "depth" if alignment is not None and alignment.aligned.any() else "estimated"
+                counts = {k: int((result.kind == k).sum()) for k in ("rigid", "depth", "carried", "line", "hovering")}
+                status.note("moving points: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+                            + "".join(f"; mover {g.group} ({g.solved}/{g.tracks} tracks): scale by {g.prior}"
+                                      for g in result.groups if g.solved))
     status.timings["lift"] = time.perf_counter() - t0
     notify(steps)
     status.static_tracks = int((selected & ~is_dynamic).sum())
@@ -460,7 +506,8 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
         point_tracks=np.flatnonzero(known),
         colmap_model=model,
         camera_kind=kind.astype(str),
-        groups=_final_groups(groups, selected, is_dynamic),
+        groups=final_groups,
+        moving_kind=moving_kind.astype(str),
     )
 
 
@@ -593,45 +640,42 @@ def _hold_rotation_stretches(motion, kind, cam_from_world, status, vis, static, 
         status.note(f"{held} frame(s) in stretches without parallax are rotation-only: their centres are held fixed")
 
 
-def _sample(depth: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """Nearest-pixel depth at ``xy`` ``(M, 2)``; NaN outside or where the map is invalid."""
-    H, W = depth.shape
-    x, y = np.round(xy[:, 0]).astype(int), np.round(xy[:, 1]).astype(int)
-    ok = (x >= 0) & (x < W) & (y >= 0) & (y < H)
-    out = np.full(len(xy), np.nan)
-    out[ok] = depth[y[ok], x[ok]]
-    out[~np.isfinite(out) | (out <= 0)] = np.nan
-    return out
-
-
 def _backproject(xy: np.ndarray, z: np.ndarray, K: np.ndarray, pose: np.ndarray) -> np.ndarray:
     cam = np.stack([(xy[:, 0] - K[0, 2]) / K[0, 0] * z, (xy[:, 1] - K[1, 2]) / K[1, 1] * z, z], 1)
     R, t = pose[:3, :3], pose[:3, 3]
     return (cam - t) @ R  # R^T (cam - t)
 
 
-def _lift_with_depth(tracks, vis, depth, K, cam_from_world, registered, static, points, targets,
-                     trajectories, reliability, status, opts, static_points=False):
+def _align(depth, tracks, vis, static, points, cam_from_world, image_size, status, opts) -> DepthAlignment:
+    """Depth maps fitted to the static points (:func:`recon.depth.align_depth`), with a note."""
     T = len(depth)
-    scale = 1.0
-    if opts.depth_scale_from_static and status.cameras == "solved" and static.any():
-        cam = to_camera(points[static], cam_from_world)  # (T, S, 3)
-        ratios = []
-        for t in np.flatnonzero(registered):
-            seen = vis[t, static]
-            d = _sample(depth[t], tracks[t, static][seen])
-            ok = np.isfinite(d)
-            ratios.append(cam[t, seen][ok, 2] / d[ok])
-        ratios = np.concatenate(ratios) if ratios else np.empty(0)
-        if len(ratios) >= 10:
-            scale = float(np.median(ratios))
-            status.note(f"depth maps scaled by {scale:.4g} to the reconstruction (median over {len(ratios)} "
-                        "static observations)")
+    if opts.depth_kind == "metric" and not opts.depth_scale_from_static:
+        return DepthAlignment("metric", np.ones(T), np.zeros(T), np.full(T, np.nan), np.zeros(T))
+    known = static & np.isfinite(points).all(1)
+    cam_z = np.full(vis.shape, np.nan)
+    cam_z[:, known] = to_camera(points[known], cam_from_world)[..., 2]
+    alignment = align_depth(depth, opts.depth_kind, tracks, vis, known, cam_z, image_size, seed=opts.seed)
+    ok = alignment.aligned
+    if opts.depth_kind == "metric":
+        status.note(f"depth maps scaled by {np.nanmedian(alignment.a):.4g} to the reconstruction"
+                    if ok.any() else "depth maps: too few static points to scale them: not used")
+    else:
+        status.note(f"{opts.depth_kind} depth maps aligned to the static points in {int(ok.sum())}/{T} frames "
+                    f"(median relative residual {np.nanmedian(alignment.residual) if ok.any() else np.nan:.3f}, "
+                    f"inliers {np.mean(alignment.inliers[ok]) if ok.any() else 0:.0%})")
+    return alignment
+
+
+def _lift_with_depth(tracks, vis, depth, image_size, K, cam_from_world, registered, targets,
+                     trajectories, reliability, status, static_points=False):
+    """Points back-projected through metric depth maps taken as they are (cameras without solved
+    static points: a still camera, or rotation-only)."""
+    T = len(depth)
     for t in np.flatnonzero(registered):
         n = np.flatnonzero(targets & vis[t])
         if len(n) == 0:
             continue
-        z = _sample(depth[t], tracks[t, n]) * scale
+        z = sample(depth[t], tracks[t, n], image_size)
         ok = np.isfinite(z)
         trajectories[t, n[ok]] = _backproject(tracks[t, n[ok]], z[ok], K, cam_from_world[t])
     if static_points:
@@ -643,27 +687,3 @@ def _lift_with_depth(tracks, vis, depth, K, cam_from_world, registered, static, 
     known = np.isfinite(trajectories[:, targets]).all(-1)
     reliability[targets] = 0.9 * known.sum(0) / max(T, 1)
     status.moving_3d = "depth"
-
-
-def _lift_from_neighbours(tracks, vis, K, cam_from_world, registered, static, points, targets,
-                          trajectories, reliability, status, opts):
-    if not static.any() or not targets.any():
-        return
-    from scipy.spatial import cKDTree
-
-    cam = to_camera(points[static], cam_from_world)
-    for t in np.flatnonzero(registered):
-        seen = vis[t, static] & (cam[t, :, 2] > 0)
-        n = np.flatnonzero(targets & vis[t])
-        if len(n) == 0 or seen.sum() < 3:
-            continue
-        tree = cKDTree(tracks[t, static][seen])
-        k = min(opts.neighbours, int(seen.sum()))
-        _, idx = tree.query(tracks[t, n], k=k)
-        z = np.median(cam[t, seen, 2][np.atleast_2d(idx.reshape(len(n), k))], axis=1)
-        trajectories[t, n] = _backproject(tracks[t, n], z, K, cam_from_world[t])
-    known = np.isfinite(trajectories[:, targets]).all(-1)
-    reliability[targets] = 0.2 * known.sum(0) / max(len(registered), 1)
-    status.moving_3d = "estimated"
-    status.note("no depth maps: moving points are placed at the depth of the static points around them in "
-                "the image (best effort; reliability <= 0.2)")

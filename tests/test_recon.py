@@ -64,13 +64,45 @@ def test_static_points_and_moving_trajectories_with_depth(moving, moving_rec):
     assert np.allclose(rec.trajectories[0, rec.point_tracks], rec.points)
 
 
-def test_without_depth_moving_points_are_a_low_reliability_guess(moving):
+def test_without_depth_moving_points_rank_by_reliability(moving):
     tracks, vis = _noisy(moving)
     rec = recon.reconstruct(tracks, vis, (CFG["width"], CFG["height"]))
     assert rec.status.moving_3d == "estimated"
-    assert (rec.reliability[rec.is_dynamic] <= 0.2).all()
     static = ~rec.is_dynamic & (rec.reliability > 0)
     assert np.median(rec.reliability[static]) > 0.5
+    # Every moving point says how it was placed; the placed ones are finite where seen.
+    placed = rec.is_dynamic & (rec.moving_kind != "")
+    assert placed.sum() >= 0.8 * rec.is_dynamic.sum()
+    assert set(rec.moving_kind[placed]) <= {"rigid", "carried", "line", "hovering"}
+    # Reliability ranks with the error of every used track (static and moving).
+    s, R, t = umeyama(camera_centres(rec.cam_from_world), camera_centres(moving.cam_from_world))
+    err = np.nanmedian(np.linalg.norm(s * rec.trajectories @ R.T + t - moving.trajectories, axis=-1), axis=0)
+    from scipy.stats import spearmanr
+
+    ok = rec.used & np.isfinite(err)
+    assert spearmanr(rec.reliability[ok], -err[ok]).statistic >= 0.5
+
+
+def test_depth_maps_at_another_resolution_and_relative_kinds(moving):
+    tracks, vis = _noisy(moving)
+    rng = np.random.default_rng(0)
+    T = len(moving.depth)
+    half = moving.depth[:, ::2, ::2].astype(np.float64)  # (T, 80, 80) for 160x160 frames
+    a, b = rng.uniform(0.5, 2, T), rng.uniform(0, 0.3, T)
+    disparity = a[:, None, None] / half + b[:, None, None]  # per-frame scale and shift of 1/z
+    ok = moving.is_dynamic
+    for depth, kind in ((half, "metric"), (disparity, "affine_disparity")):
+        rec = recon.reconstruct(tracks, vis, (CFG["width"], CFG["height"]), depth=depth,
+                                options=recon.ReconOptions(depth_kind=kind))
+        assert rec.status.moving_3d == "depth", rec.status
+        s, R, t = umeyama(camera_centres(rec.cam_from_world), camera_centres(moving.cam_from_world))
+        world = s * rec.trajectories @ R.T + t
+        dyn = rec.is_dynamic & ok
+        err = np.linalg.norm(world[:, dyn] - moving.trajectories[:, dyn], axis=-1)
+        assert np.nanmedian(err) < 0.02 * moving.scene_extent, (kind, np.nanmedian(err) / moving.scene_extent)
+    with pytest.raises(ValueError, match="depth_kind"):
+        recon.reconstruct(tracks, vis, (CFG["width"], CFG["height"]), depth=half,
+                          options=recon.ReconOptions(depth_kind="inverse"))
 
 
 def test_given_intrinsics_are_kept(moving):
@@ -192,7 +224,8 @@ def test_three_frames(moving):
     dict(visibility=np.ones((4, 2), bool)),
     dict(image_size=(1, 50)),
     dict(intrinsics=np.eye(2)),
-    dict(depth=np.ones((4, 10, 10))),
+    dict(depth=np.ones((3, 10, 10))),
+    dict(depth=np.ones((4, 10))),
     dict(confidence=np.ones((3, 3))),
 ])
 def test_bad_arrays(bad):
