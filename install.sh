@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up track3d in ./.venv on a fresh machine (Python 3.11, CPU-only works).
 #
-#   bash install.sh            # runtime + test dependencies
+#   bash install.sh            # runtime + test dependencies + the 'depth' extra (transformers)
 #
 # Environment:
 #   PYTHON       interpreter to build the venv with (default: python3.11, else python3)
@@ -31,5 +31,6 @@ fi
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$TORCH_SPEC"
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test]"
-"$VENV/bin/python" -c "import torch, open3d, pycolmap, rerun, av, cv2, track3d; print('track3d', track3d.__version__, 'with torch', torch.__version__, 'is ready in $VENV')"
+# TORCH_SPEC again, so that nothing the extras pull in can replace the torch installed above.
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test,depth]" "$TORCH_SPEC"
+"$VENV/bin/python" -c "import torch, open3d, pycolmap, rerun, av, cv2, transformers, track3d; print('track3d', track3d.__version__, 'with torch', torch.__version__, 'and transformers', transformers.__version__, 'is ready in $VENV')"

@@ -101,6 +101,82 @@ def test_recording_reads_back_with_rerun(scene_run):
     assert n_static == len(result.points)
 
 
+def _glb_tracks(path: Path, result) -> dict[int, int]:
+    """``frame -> number of points`` in a dynamic.glb, after checking each point is a moving track's."""
+    import trimesh
+
+    scene = trimesh.load(path, force="scene")
+    counts = {}
+    for t, index in enumerate(result.frame_indices):
+        name = f"frame_{index:06d}"
+        geometry = scene.geometry.get(name)
+        counts[t] = 0 if geometry is None else len(geometry.vertices)
+    return counts
+
+
+def _moving_points_in_recording(path: Path) -> tuple[dict[int, int], list[float], list[int]]:
+    """``frame -> number of moving points``, every logged reliability and track index."""
+    import rerun as rr
+
+    counts, reliability, tracks = {}, [], []
+    for chunk in rr.chunk.RrdReader(path).stream():
+        if chunk.entity_path != "/world/moving_points":
+            continue
+        batch = chunk.to_record_batch()  # columns read one by one: the "time" durations need pandas
+        for key in batch.schema.names:
+            values = batch.column(key).to_pylist() if key != "time" else None
+            if key.endswith("Points3D:positions"):
+                for frame, row in zip(batch.column("frame").to_pylist(), values):
+                    counts[frame] = len(row or [])
+            elif key.endswith("reliability"):
+                reliability += [v for row in values for v in (row or [])]
+            elif key.endswith("track"):
+                tracks += [v for row in values for v in (row or [])]
+    return counts, reliability, tracks
+
+
+def test_min_reliability_hides_moving_points_in_glb_and_recording(scene_run, tmp_path, capsys):
+    _, out = scene_run
+    full = track3d.load(out)
+    known = np.isfinite(full.trajectories).all(-1)  # (T, N)
+    shown_all = full.is_dynamic & known.any(0)
+    assert shown_all.sum() >= 4, "the scene needs moving points with 3D"
+    # Without a threshold every moving point with 3D is in dynamic.glb and the recording, with its reliability.
+    every = {t: int((known[t] & full.is_dynamic).sum()) for t in range(len(known))}
+    assert _glb_tracks(out / "dynamic.glb", full) == every
+    counts, reliability, tracks = _moving_points_in_recording(out / "recording.rrd")
+    assert counts == every
+    np.testing.assert_allclose(reliability, full.reliability[tracks], atol=1e-6)
+    assert full.is_dynamic[tracks].all()
+
+    # A threshold between the moving points' reliabilities: the run keeps every array, shows the rest.
+    threshold = float(np.median(full.reliability[shown_all]))
+    frames = out.parent / "frames"
+    again = tmp_path / "again"
+    assert main(["-q", "reconstruct", str(frames), "--grid", "24", "--model", "baseline",
+                 "--min-reliability", f"{threshold:.6f}", "--out", str(again)]) == 0
+    assert f"shown with reliability >= {float(f'{threshold:.6f}'):g}" in capsys.readouterr().out
+    result = track3d.load(again)
+    assert result.summary["options"]["min_reliability"] == pytest.approx(threshold, abs=1e-6)
+    known = np.isfinite(result.trajectories).all(-1)
+    reliable = result.reliability >= float(f"{threshold:.6f}")
+    assert (result.is_dynamic & ~reliable & known.any(0)).any(), "some moving point should be hidden"
+    assert np.isfinite(result.trajectories[:, result.is_dynamic & ~reliable]).any()  # the npz keeps them
+    shown = {t: int((known[t] & result.is_dynamic & reliable).sum()) for t in range(len(known))}
+    assert _glb_tracks(again / "dynamic.glb", result) == shown
+    counts, reliability, tracks = _moving_points_in_recording(again / "recording.rrd")
+    assert counts == shown and min(reliability) >= threshold - 1e-6
+    assert reliable[tracks].all() and result.is_dynamic[tracks].all()
+    # The Python API: the option is the default, and can be overridden.
+    assert result.shown_moving().sum() == (result.is_dynamic & reliable).sum()
+    assert (result.shown_moving(0.0) == result.is_dynamic).all()
+    frame = int(np.argmax([known[t][result.is_dynamic & ~reliable].sum() for t in range(len(known))]))
+    assert (len(result.point_cloud(frame, min_reliability=0.0).points)
+            > len(result.point_cloud(frame).points) == len(result.points) + shown[frame])
+    assert main(["-q", "reconstruct", str(frames), "--min-reliability", "1.5", "--model", "baseline",
+                 "--out", str(tmp_path / "bad")]) == 2
+
+
 def test_result_api_round_trip_and_exports(scene_run, tmp_path):
     _, out = scene_run
     result = track3d.load(out)
@@ -170,9 +246,40 @@ def test_depth_folder_checks(scene, tmp_path, capsys):
     args = ["reconstruct", str(frames), "--grid", "4", "--model", "baseline", "--depth", str(depth), "--no-viz"]
     assert main(args + ["--out", str(tmp_path / "a")]) == 2
     assert "holds 5 maps" in capsys.readouterr().err
-    np.save(depth / "0005.npy", np.ones((100, 192)))  # the right count, one of the wrong size
+    np.save(depth / "0005.npy", np.ones((100, 192)))  # the right count, one of another size than the others
     assert main(args + ["--out", str(tmp_path / "b")]) == 2
-    assert "is 192x100, the video is 192x192" in capsys.readouterr().err
+    assert "0005.npy is 192x100, the first map 0000.npy is 192x192" in capsys.readouterr().err
+    np.save(depth / "0005.npy", np.ones((192, 1)))
+    assert main(args + ["--out", str(tmp_path / "c")]) == 2
+    assert "at least 2x2" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # argparse: not a kind
+        main(args + ["--depth-kind", "inverse", "--out", str(tmp_path / "d")])
+    assert exit_info.value.code == 2 and "invalid choice: 'inverse'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["metric", "affine_disparity"])
+def test_depth_maps_at_a_lower_resolution_and_their_kind_reach_recon(scene, tmp_path, monkeypatch, kind):
+    frames = _write_frames(scene.frames[:6], tmp_path / "frames")
+    depth = tmp_path / "depth"
+    depth.mkdir()
+    for t in range(6):  # 48x40 maps of a 192x192 video, as 16-bit PNG (read as float32)
+        cv2.imwrite(str(depth / f"{t:04d}.png"), np.full((40, 48), 1000 + t, np.uint16))
+    seen = {}
+    real = recon.reconstruct
+
+    def spy(*args, depth=None, options=None, **kwargs):
+        seen.update(shape=depth.shape, dtype=depth.dtype, first=depth[:, 0, 0].tolist(), kind=options.depth_kind)
+        return real(*args, depth=depth, options=options, **kwargs)
+
+    monkeypatch.setattr(recon, "reconstruct", spy)
+    out = tmp_path / "out"
+    args = ["-q", "reconstruct", str(frames), "--grid", "6", "--model", "baseline", "--depth", str(depth),
+            "--no-viz", "--out", str(out)] + (["--depth-kind", kind] if kind != "metric" else [])
+    assert main(args) == 0
+    assert seen == dict(shape=(6, 40, 48), dtype=np.float32, first=[1000.0 + t for t in range(6)], kind=kind)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["depth"] == {"source": "folder", "path": str(depth), "kind": kind, "map_size": [48, 40]}
+    assert summary["options"]["depth_kind"] == kind
 
 
 def test_depth_maps_place_the_moving_points(tmp_path):

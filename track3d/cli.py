@@ -32,7 +32,8 @@ def _add_options(parser: argparse.ArgumentParser, options_cls) -> None:
         if f.type in ("bool", bool):
             parser.add_argument(flag, action="store_true", default=f.default, help=help_text)
             continue
-        kind = {"int": int, "int | None": int, "str": str, "str | None": str}.get(str(f.type), str)
+        kind = {"int": int, "int | None": int, "float": float, "float | None": float, "str": str,
+                "str | None": str}.get(str(f.type), str)
         default = f.default
         suffix = f" (default: {default})" if default is not None else ""
         choices = f.metadata.get("choices")
@@ -115,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
         "moving points (by rigid motion groups: the static scene need not hold most tracks), solve the "
         "cameras (COLMAP bundle adjustment on the tracks; rotation-only where the camera only turns, as in a "
         "pan, with the centre held fixed), triangulate the static points and place the "
-        "moving ones per frame. Writes OUT/: reconstruction.npz (every array), colmap/ (the COLMAP model), "
+        "moving ones per frame (with depth maps when given: --depth, or --depth-model to compute them), each "
+        "with a reliability (--min-reliability hides the less reliable ones in the 3D views). Writes OUT/: "
+        "reconstruction.npz (every array), colmap/ (the COLMAP model), "
         "points.ply (static cloud, coloured), dynamic.glb (moving points per frame), recording.rrd (Rerun; "
         "open with 'track3d view OUT'), overlay.mp4 (tracks drawn) and summary.json (timings, counts, "
         "warnings, rotation-only and unsolved frames). Geometry that cannot be solved (a still camera, frames "
@@ -242,7 +245,8 @@ class _Progress:
 
         bar = self.bars.get(stage)
         if bar is None:
-            unit = {"read": "frame", "track": "frame", "refine": "iter", "write": "file"}.get(stage, "step")
+            unit = {"read": "frame", "track": "frame", "depth": "frame", "refine": "iter",
+                    "write": "file"}.get(stage, "step")
             bar = self.bars[stage] = tqdm(total=total or None, desc=stage, unit=unit, leave=False)
         bar.update(done - bar.n)
 
@@ -305,12 +309,21 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
           f"({s['registered_frames']}/{s['frames']} frames"
           + (f", {len(s['rotation_only_frames'])} rotation-only" if s.get("rotation_only_frames") else "")
           + f"), {s['static_points']} static points, "
-          f"{s['moving_tracks']} moving tracks")
+          f"{s['moving_tracks']} moving tracks"
+          + (f" ({int(result.shown_moving().sum())} shown with reliability >= {opts.min_reliability:g})"
+             if opts.min_reliability > 0 else "")
+          + (f", depth from {_depth_source(s['depth'])}" if s.get("depth") else ""))
     for warning in s["warnings"]:
         if not warning.startswith(FALLBACK_NOTICE):  # that one was logged before tracking started
             print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {args.out}/ ({', '.join(s['files'])})")
     return EXIT_OK
+
+
+def _depth_source(depth: dict) -> str:
+    """``summary["depth"]`` in words: where the maps came from and what they hold."""
+    where = depth.get("model") if depth.get("source") == "model" else depth.get("path")
+    return f"{depth.get('source')} {where} ({depth.get('kind')})"
 
 
 def cmd_view(args: argparse.Namespace) -> int:

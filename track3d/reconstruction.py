@@ -13,8 +13,10 @@ The result folder:
 ``colmap/``            the COLMAP model (cameras, images, points3D), when solved
 ``points.ply``         the static point cloud, coloured from the video, with
                        Open3D's statistical outliers removed and normals (if any)
-``dynamic.glb``        the moving points, one point cloud node per frame (if any)
-``recording.rrd``      a Rerun recording on a ``frame`` timeline
+``dynamic.glb``        the moving points, one point cloud node per frame (if any;
+                       only those with reliability >= ``min_reliability``)
+``recording.rrd``      a Rerun recording on a ``frame`` timeline (moving points
+                       coloured by reliability, the same ones shown)
 ``overlay.mp4``        the video with the tracks drawn
 ``summary.json``       timings and peak memory per stage, counts, warnings
 ===================== ==========================================================
@@ -39,10 +41,14 @@ from typing import Callable
 import numpy as np
 
 from track3d import io, video as video_io
+from track3d.depth import DEFAULT_MODEL as DEFAULT_DEPTH_MODEL
 from track3d.errors import OutputError, ResultError, Track3DError
 from track3d.tracking import FALLBACK_NOTICE, TrackOptions, Tracks, _opt, track, tracker_or_embedded
 
 logger = logging.getLogger(__name__)
+
+DEPTH_KINDS = ("metric", "affine", "affine_disparity")
+"""What depth maps can hold (``recon.ReconOptions.depth_kind``)."""
 
 RESULT_FILE = "reconstruction.npz"
 SUMMARY_FILE = "summary.json"
@@ -60,13 +66,26 @@ class ReconstructOptions(TrackOptions):
         "centre of the top-left pixel), or a .npy/.txt file holding the 3x3 matrix; default: the focal "
         "length is estimated")
     depth: str | None = _opt(
-        None, "folder of per-frame depth maps (camera z, any unit), one per tracked frame or per source "
-        "frame, in name order, at the source video's size: .npy float arrays or 16-bit .png; used to "
-        "place the moving points")
+        None, "folder of per-frame depth maps, one per tracked frame or per source frame, in name order, "
+        "each covering the whole frame at any resolution (all maps the same): .npy float arrays or 16-bit "
+        ".png; what they hold is --depth-kind; used to place the moving points")
+    depth_kind: str = _opt(
+        "metric", "what the --depth maps hold: 'metric' (camera z up to one scale for the whole video: an "
+        "RGB-D sensor), 'affine' (z up to a scale and shift per frame) or 'affine_disparity' (1/z up to a "
+        "scale and shift per frame: what monocular depth networks output); the relative kinds are fitted "
+        "frame by frame to the static points. --depth-model sets it itself", choices=DEPTH_KINDS)
+    depth_model: str | None = _opt(
+        None, "compute the depth maps with this monocular depth network instead of --depth: 'default' "
+        f"({DEFAULT_DEPTH_MODEL}), another Hugging Face name, or a local folder (save_pretrained); "
+        "needs pip install 'track3d[depth]'; downloaded into the Hugging Face cache on first use "
+        "(HF_HUB_OFFLINE=1: cache only); its relative inverse depth is used as 'affine_disparity'")
     min_track_length: int = _opt(3, "tracks visible in fewer frames are not reconstructed")
     mapper: str = _opt("incremental", "COLMAP mapper for the cameras: 'incremental' or 'global' (COLMAP 4's "
                        "global mapper); see the README's measurements", choices=("incremental", "global"))
     tail: int = _opt(10, "frames of trajectory tail drawn behind moving points in the Rerun recording")
+    min_reliability: float = _opt(
+        0.0, "hide moving points whose reliability (0..1, how well their 3D is determined) is below this in "
+        "recording.rrd and dynamic.glb; reconstruction.npz keeps every point")
 
 
 @dataclass
@@ -126,12 +145,32 @@ class Result:
         """``(M, 3)`` uint8 colours of the static points."""
         return self.arrays["colors"][self.arrays["point_tracks"]]
 
-    def point_cloud(self, frame: int | None = None, *, clean: bool = False):
+    def shown_moving(self, min_reliability: float | None = None) -> np.ndarray:
+        """``(N,)`` bool: the moving tracks shown in the recording, ``dynamic.glb`` and
+        :meth:`point_cloud`: those whose ``reliability`` is at least ``min_reliability``
+        (default: the ``min_reliability`` option the result was made with, else 0)."""
+        threshold = self._min_reliability(min_reliability)
+        reliability = self.arrays.get("reliability")
+        if reliability is None or threshold <= 0:
+            return self.is_dynamic.copy()
+        return self.is_dynamic & (np.nan_to_num(np.asarray(reliability, np.float64)) >= threshold)
+
+    def _min_reliability(self, value: float | None) -> float:
+        if value is None:
+            value = self.summary.get("options", {}).get("min_reliability", 0.0)
+        value = float(value)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"min_reliability must be in [0, 1], got {value}")
+        return value
+
+    def point_cloud(self, frame: int | None = None, *, clean: bool = False, min_reliability: float | None = None):
         """An Open3D point cloud: the static points, plus the moving points at ``frame`` if given.
 
         Args:
             frame: index of a tracked frame (0..T-1), or None for the static cloud only.
             clean: remove statistical outliers (Open3D) from the static points.
+            min_reliability: leave out moving points less reliable than this
+                (default: the result's ``min_reliability`` option; see :meth:`shown_moving`).
         """
         from viz.clouds import point_cloud
 
@@ -140,17 +179,23 @@ class Result:
             T = len(self.tracks)
             if not -T <= frame < T:
                 raise IndexError(f"frame {frame} is out of range for {T} tracked frames")
-            moving = self.is_dynamic & np.isfinite(self.trajectories[frame]).all(-1)
+            moving = self.shown_moving(min_reliability) & np.isfinite(self.trajectories[frame]).all(-1)
             points = np.concatenate([points, self.trajectories[frame, moving]])
             colors = np.concatenate([colors, np.broadcast_to(np.array([230, 60, 40], np.uint8), (moving.sum(), 3))])
         return point_cloud(points, colors, remove_outliers=clean)
 
-    def to_rerun(self, path: str | Path | None = None, *, frames: bool = True) -> Path:
+    def to_rerun(self, path: str | Path | None = None, *, frames: bool = True,
+                 min_reliability: float | None = None) -> Path:
         """Write a Rerun recording (``.rrd``); open it with ``rerun FILE`` or ``track3d view``.
+
+        Moving points are coloured by their reliability (red 0, amber 0.5, green 1;
+        :func:`viz.recording.write_recording`).
 
         Args:
             path: where to write it (default: a new temporary file).
             frames: include the video frames (read again from :attr:`source`).
+            min_reliability: hide moving points less reliable than this (default:
+                the result's ``min_reliability`` option; see :meth:`shown_moving`).
         """
         from viz.recording import write_recording
 
@@ -162,14 +207,17 @@ class Result:
             trajectories=self.trajectories, frame_size=self.frame_size, fps=self.fps,
             frames=self._frames() if frames else None, tail=int(self.summary.get("options", {}).get("tail", 10)),
             camera_kind=self.arrays.get("camera_kind"),
-            unsolved={int(t): r for t, r in self.summary.get("unsolved_frames", {}).items()})
+            unsolved={int(t): r for t, r in self.summary.get("unsolved_frames", {}).items()},
+            reliability=self.arrays.get("reliability"), min_reliability=self._min_reliability(min_reliability))
 
-    def export(self, path: str | Path) -> Path:
+    def export(self, path: str | Path, *, min_reliability: float | None = None) -> Path:
         """Write one part of the result, chosen by the extension of ``path``.
 
-        ``.npz`` the arrays; ``.ply`` the static cloud; ``.glb`` the moving points
-        per frame; ``.rrd`` a Rerun recording; ``.json`` the summary; ``.mp4`` the
-        video with tracks drawn; a path without extension: the COLMAP model.
+        ``.npz`` the arrays (every point); ``.ply`` the static cloud; ``.glb`` the
+        moving points per frame; ``.rrd`` a Rerun recording; ``.json`` the summary;
+        ``.mp4`` the video with tracks drawn; a path without extension: the COLMAP
+        model. ``min_reliability`` (default: the result's option) hides the less
+        reliable moving points in ``.glb`` and ``.rrd`` (:meth:`shown_moving`).
         """
         from viz import clouds
 
@@ -181,10 +229,10 @@ class Result:
         if ext == ".ply":
             return clouds.write_ply(path, self.points, self.static_colors)
         if ext == ".glb":
-            return clouds.write_dynamic_glb(path, self.trajectories, self.is_dynamic, self.colors,
-                                            frame_indices=self.frame_indices)
+            return clouds.write_dynamic_glb(path, self.trajectories, self.shown_moving(min_reliability),
+                                            self.colors, frame_indices=self.frame_indices)
         if ext == ".rrd":
-            return self.to_rerun(path)
+            return self.to_rerun(path, min_reliability=min_reliability)
         if ext == ".json":
             return io.write_json_atomic(path, self.summary)
         if ext == ".mp4":
@@ -224,7 +272,7 @@ class Result:
                     from viz.clouds import write_ply
 
                     write_ply(tmp / "points.ply", self.points, self.static_colors, remove_outliers=True, normals=True)
-                elif stage == "dynamic" and np.isfinite(self.trajectories[:, self.is_dynamic]).any():
+                elif stage == "dynamic" and np.isfinite(self.trajectories[:, self.shown_moving()]).any():
                     self.export(tmp / "dynamic.glb")
                 elif stage == "recording":
                     self.to_rerun(tmp / "recording.rrd")
@@ -309,12 +357,15 @@ def read_intrinsics(spec: str) -> np.ndarray:
 
 
 def read_depth_folder(folder: str | Path, frame_indices: np.ndarray, n_source: int | None,
-                      frame_size: tuple[int, int]) -> np.ndarray:
-    """Per-frame depth maps ``(T, H, W)`` float64 for the tracked frames.
+                      frame_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Per-frame depth maps ``(T, h, w)`` float32 for the tracked frames.
 
     The folder holds one map per tracked frame, or one per source frame (then
     the tracked ones are picked), in natural name order: ``.npy`` arrays or
-    16-bit ``.png`` images. Zero, NaN or inf mean unknown.
+    16-bit ``.png`` images. Each map covers the whole frame at any resolution
+    (all maps the same, at least 2x2): :mod:`recon` samples it at the matching
+    position. Zero, NaN or inf mean unknown. ``frame_size`` (the video's
+    ``(W, H)``) is only named in messages.
     """
     import cv2
 
@@ -331,21 +382,43 @@ def read_depth_folder(folder: str | Path, frame_indices: np.ndarray, n_source: i
     else:
         raise Track3DError(f"--depth {folder} holds {len(files)} maps (.npy/.png); expected one per tracked "
                            f"frame ({T})" + (f" or per source frame ({n_source})" if n_source else ""))
-    W, H = frame_size
-    maps = np.empty((T, H, W))
+    maps = None
     for t, p in enumerate(chosen):
         m = np.load(p, allow_pickle=False) if p.suffix.lower() == ".npy" else cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
         if m is None or np.asarray(m).ndim != 2:
             raise Track3DError(f"depth map {p} must be one channel (H, W), got "
                                f"{'an unreadable file' if m is None else np.asarray(m).shape}")
-        if m.shape != (H, W):
-            raise Track3DError(f"depth map {p} is {m.shape[1]}x{m.shape[0]}, the video is {W}x{H}")
+        if not (np.issubdtype(m.dtype, np.number) and not np.iscomplexobj(m)):
+            raise Track3DError(f"depth map {p} must hold real numbers, got {m.dtype}")
+        if min(m.shape) < 2:
+            raise Track3DError(f"depth map {p} is {m.shape[1]}x{m.shape[0]}: at least 2x2 is needed")
+        if maps is None:
+            maps = np.empty((T, *m.shape), np.float32)  # float32: a long video's maps are large
+        elif m.shape != maps.shape[1:]:
+            video = f" (the video is {frame_size[0]}x{frame_size[1]})" if frame_size else ""
+            raise Track3DError(f"depth map {p} is {m.shape[1]}x{m.shape[0]}, the first map "
+                               f"{chosen[0].name} is {maps.shape[2]}x{maps.shape[1]}{video}: all maps must "
+                               "have one size")
         maps[t] = m
     return maps
 
 
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
+
+
+def _load_depth_model(opts: ReconstructOptions):
+    """The :class:`track3d.depth.DepthEstimator` of ``--depth-model``, on the tracker's device
+    and in its precision."""
+    import torch
+
+    from track3d.depth import DepthEstimator
+    from track3d.tracking import check_precision, resolve_device
+
+    device = resolve_device(opts.device)
+    check_precision(opts.precision, device)
+    return DepthEstimator.from_pretrained(opts.depth_model, device=device, download=opts.download,
+                                          dtype=getattr(torch, opts.precision))
 
 
 def _resolve_tracker(opts: ReconstructOptions, warnings: list[str]):
@@ -399,8 +472,20 @@ def reconstruct(
     memory: dict[str, float] = {}
     K = read_intrinsics(opts.intrinsics) if opts.intrinsics else None
     info = video_io.probe(video)
+    if opts.depth and opts.depth_model:
+        raise Track3DError("--depth and --depth-model are two sources of depth maps: give one")
     if opts.depth and not Path(opts.depth).is_dir():
         raise Track3DError(f"--depth {opts.depth} is not a folder")
+    if opts.depth_kind not in DEPTH_KINDS:
+        raise Track3DError(f"--depth-kind must be one of {', '.join(DEPTH_KINDS)}, got {opts.depth_kind!r}")
+    if not 0.0 <= opts.min_reliability <= 1.0:
+        raise Track3DError(f"--min-reliability must be in [0, 1], got {opts.min_reliability}")
+    timings: dict[str, float] = {}
+    depth_net = None
+    if opts.depth_model:  # Loaded before tracking, so missing weights stop the run before it starts.
+        t0 = time.perf_counter()
+        depth_net = _load_depth_model(opts)
+        timings["load_depth_model"] = time.perf_counter() - t0
 
     model, label = _resolve_tracker(opts, warnings)
     if isinstance(model, LucasKanadeTracker) and opts.online:
@@ -410,19 +495,36 @@ def reconstruct(
     tracked.model = label
     memory["track"] = _peak_mb()
     T, N = tracked.visibility.shape
-    depth = None
-    if opts.depth:
-        depth = read_depth_folder(opts.depth, tracked.frame_indices, info.num_frames, tracked.frame_size)
-
-    t0 = time.perf_counter()
     # Pixel thresholds are relative to the resolution the tracker worked at (a model's input size).
     resolution = getattr(model, "model_resolution", None)
     track_resolution = (int(resolution[1]), int(resolution[0])) if resolution is not None else None
+    del model  # The tracker's memory (a GPU's too) for what follows.
+
+    depth, depth_info = None, None
+    t0 = time.perf_counter()
+    if opts.depth:
+        depth = read_depth_folder(opts.depth, tracked.frame_indices, info.num_frames, tracked.frame_size)
+        depth_info = {"source": "folder", "path": str(opts.depth), "kind": opts.depth_kind}
+    elif depth_net is not None:
+        # The frames the tracker saw, decoded again a batch at a time (full size: the network resizes).
+        frames = video_io.iter_frames(video, start=opts.start, end=opts.end, stride=opts.stride)
+        depth = depth_net.estimate(frames, num_frames=T, progress=lambda done, total: notify("depth", done, total))
+        opts = dataclasses.replace(opts, depth_kind=depth_net.kind)
+        depth_info = {"source": "model", "model": depth_net.name, "kind": depth_net.kind}
+        del depth_net
+    if depth is not None:
+        depth_info["map_size"] = [int(depth.shape[2]), int(depth.shape[1])]
+        timings["depth"] = time.perf_counter() - t0
+        memory["depth"] = _peak_mb()
+
+    t0 = time.perf_counter()
     rec = recon.reconstruct(tracked.tracks, tracked.visibility, tracked.frame_size, confidence=tracked.confidence,
                             intrinsics=K, depth=depth,
                             options=recon.ReconOptions(min_track_length=opts.min_track_length,
-                                                       track_resolution=track_resolution, mapper=opts.mapper),
+                                                       track_resolution=track_resolution, mapper=opts.mapper,
+                                                       depth_kind=opts.depth_kind),
                             progress=progress)
+    del depth
     t_recon = time.perf_counter() - t0
     memory["reconstruct"] = _peak_mb()
 
@@ -454,9 +556,10 @@ def reconstruct(
         "static_tracks": status.static_tracks, "moving_tracks": status.moving_tracks,
         "unused_tracks": status.unused_tracks, "static_points": int(len(rec.points)),
         "moving_3d": status.moving_3d,
+        "depth": depth_info,
         "mean_reprojection_error_px": None if not np.isfinite(status.mean_reprojection_error)
         else round(status.mean_reprojection_error, 4),
-        "timings": {**{k: round(v, 3) for k, v in tracked.timings.items()},
+        "timings": {**{k: round(v, 3) for k, v in (timings | tracked.timings).items()},
                     "reconstruct": {k: round(v, 3) for k, v in status.timings.items()} | {"total": round(t_recon, 3)},
                     "colors": round(t_colors, 3)},
         "peak_memory_mb": {k: round(v, 1) for k, v in memory.items()},

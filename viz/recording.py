@@ -31,10 +31,15 @@ Layout of the recording:
 - ``world/static_points``: ``Points3D`` of the static cloud with its colours,
   static data (logged once, shown at every time).
 - ``world/moving_points``: per frame, ``Points3D`` of the moving tracks whose
-  3D position at that frame is known (orange).
+  3D position at that frame is known: orange, or, when ``reliability`` is
+  given, coloured by it (:func:`reliability_colors`: red at 0, amber at 0.5,
+  green at 1), each point carrying two extra components shown when it is
+  selected in the viewer, ``reliability`` (float) and ``track`` (its index in
+  the result's arrays). Tracks less reliable than ``min_reliability`` are not
+  shown (nor their tails).
 - ``world/moving_tails``: per frame, ``LineStrips3D`` behind the moving
-  points: one two-point strip per pair of consecutive known positions among
-  the last ``tail`` frames (a NaN breaks the tail).
+  points (orange): one two-point strip per pair of consecutive known positions
+  among the last ``tail`` frames (a NaN breaks the tail).
 
 Every per-frame entity is logged at every frame, empty where there is nothing
 to show, so nothing from an earlier frame lingers.
@@ -55,6 +60,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pyarrow as pa  # Rerun's own dependency
 import rerun as rr
 
 logger = logging.getLogger(__name__)
@@ -63,6 +69,20 @@ STATIC_TRACK_COLOR = (120, 140, 170)  # Blue-grey.
 MOVING_COLOR = (255, 110, 0)  # Orange.
 CLOUD_COLOR = (170, 170, 170)  # Static points without colours.
 _HALF_PIXEL = 0.5  # Rerun's pixel centres minus the project's.
+RELIABILITY_STOPS = ((0.0, (220, 40, 40)), (0.5, (255, 170, 0)), (1.0, (40, 200, 80)))
+"""Colour map of reliability: red (0), amber (0.5), green (1), linear in between."""
+
+
+def reliability_colors(reliability: np.ndarray) -> np.ndarray:
+    """RGB colours of reliabilities in ``[0, 1]`` (:data:`RELIABILITY_STOPS`; NaN counts as 0).
+
+    Shape:
+        reliability: ``(D,)``. Returns ``(D, 3)`` uint8.
+    """
+    r = np.clip(np.nan_to_num(np.asarray(reliability, np.float64)), 0.0, 1.0)
+    stops = np.array([v for v, _ in RELIABILITY_STOPS])
+    colors = np.array([c for _, c in RELIABILITY_STOPS], np.float64)
+    return np.stack([np.interp(r, stops, colors[:, k]) for k in range(3)], axis=-1).round().astype(np.uint8)
 
 
 def _array(name: str, value, shape: tuple, dtype=np.float64) -> np.ndarray:
@@ -131,6 +151,8 @@ def write_recording(
     jpeg_quality: int | None = 90,
     camera_kind: np.ndarray | None = None,
     unsolved: dict[int, str] | None = None,
+    reliability: np.ndarray | None = None,
+    min_reliability: float = 0.0,
 ) -> Path:
     """Write a Rerun recording of a reconstruction (layout: see the module docstring).
 
@@ -166,6 +188,11 @@ def write_recording(
             ``"identity"`` or ``"none"`` (:attr:`recon.Reconstruction.camera_kind`);
             logged to ``camera_status``. None: nothing logged there.
         unsolved: ``{frame: reason}`` for unsolved frames (shown in their log line).
+        reliability: ``(N,)`` in ``[0, 1]`` per track, how well its 3D is determined
+            (:attr:`recon.Reconstruction.reliability`); colours the moving
+            points and is stored with each. None: orange points.
+        min_reliability: moving tracks with a lower ``reliability`` are not
+            shown in 3D (points and tails); their 2D tracks still are.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -178,7 +205,7 @@ def write_recording(
 
     Raises:
         ValueError: A shape or dtype is wrong, ``fps``, ``frame_size``,
-            ``tail`` or ``jpeg_quality`` is out of range, or the frames do not
+            ``tail``, ``jpeg_quality`` or ``min_reliability`` is out of range, or the frames do not
             match ``frame_size`` or ``T`` in size or number.
     """
     path = Path(path)
@@ -212,6 +239,15 @@ def write_recording(
     if jpeg_quality is not None and not 1 <= jpeg_quality <= 100:
         raise ValueError(f"jpeg_quality must be in 1..100 or None, got {jpeg_quality}")
 
+    if not 0.0 <= min_reliability <= 1.0:
+        raise ValueError(f"min_reliability must be in [0, 1], got {min_reliability}")
+    shown_3d = is_dynamic.copy()
+    if reliability is not None:
+        reliability = np.nan_to_num(_array("reliability", reliability, (num_tracks,), np.float32))
+        shown_3d &= reliability >= min_reliability
+    elif min_reliability > 0:
+        raise ValueError("min_reliability needs the tracks' reliability")
+
     registered = np.isfinite(cam_from_world).all(axis=(1, 2))
     if camera_kind is not None:
         camera_kind = np.asarray(camera_kind).astype(str)
@@ -219,7 +255,11 @@ def write_recording(
             raise ValueError(f"camera_kind must have shape ({num_steps},), got {camera_kind.shape}")
     unsolved = unsolved or {}
     known_K = np.isfinite(K).all(axis=(1, 2))
-    moving = trajectories[:, is_dynamic].astype(np.float32)  # (T, D, 3)
+    moving_tracks = np.flatnonzero(shown_3d)  # (D,)
+    moving = trajectories[:, moving_tracks].astype(np.float32)  # (T, D, 3)
+    if reliability is not None:
+        moving_reliability = reliability[moving_tracks]
+        moving_colors = reliability_colors(moving_reliability)
     finite_2d = np.isfinite(tracks).all(axis=2)
     track_colors = np.where(is_dynamic[:, None], np.array(MOVING_COLOR, np.uint8),
                             np.array(STATIC_TRACK_COLOR, np.uint8))  # (N, 3)
@@ -267,8 +307,15 @@ def write_recording(
             rec.log("world/camera/image/tracks", rr.Points2D(
                 tracks[t, shown] + _HALF_PIXEL, colors=track_colors[shown], radii=point_radius))
             known = np.isfinite(moving[t]).all(axis=1)
-            rec.log("world/moving_points", rr.Points3D(
-                moving[t, known], colors=MOVING_COLOR, radii=rr.Radius.ui_points(3.0)))
+            if reliability is None:
+                rec.log("world/moving_points", rr.Points3D(
+                    moving[t, known], colors=MOVING_COLOR, radii=rr.Radius.ui_points(3.0)))
+            else:
+                rec.log("world/moving_points", rr.Points3D(
+                    moving[t, known], colors=moving_colors[known], radii=rr.Radius.ui_points(3.0)),
+                    # Arrow arrays: AnyValues refuses empty numpy arrays (a frame with no known point).
+                    rr.AnyValues(reliability=pa.array(moving_reliability[known]),
+                                 track=pa.array(moving_tracks[known].astype(np.int32))))
             if tail > 0:
                 rec.log("world/moving_tails", rr.LineStrips3D(
                     _tail_segments(moving, t, tail), colors=MOVING_COLOR,
@@ -287,6 +334,7 @@ def write_recording(
             logger.debug("closing the partial recording %s failed", temporary, exc_info=True)
         temporary.unlink(missing_ok=True)
         raise
-    logger.info("wrote %s (%d frames, %d registered, %d tracks, %d moving, %d static points)",
-                path, num_steps, int(registered.sum()), num_tracks, int(is_dynamic.sum()), len(points))
+    logger.info("wrote %s (%d frames, %d registered, %d tracks, %d moving (%d shown in 3D), %d static points)",
+                path, num_steps, int(registered.sum()), num_tracks, int(is_dynamic.sum()), len(moving_tracks),
+                len(points))
     return path

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import rerun as rr
 
-from viz.recording import MOVING_COLOR, STATIC_TRACK_COLOR, write_recording
+from viz.recording import MOVING_COLOR, STATIC_TRACK_COLOR, reliability_colors, write_recording
 
 T, N, W, H = 5, 6, 32, 24
 K = np.array([[50.0, 0.0, 15.5], [0.0, 50.0, 11.5], [0.0, 0.0, 1.0]])
@@ -182,3 +182,50 @@ def test_bad_input_raises_and_leaves_nothing(tmp_path):
     with pytest.raises(ValueError, match="frame 0 must be"):
         write_recording(tmp_path / "a.rrd", frames=[np.zeros((H, W + 1, 3), np.uint8)] * T, **scene)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_reliability_colours_stores_and_hides_moving_points(tmp_path):
+    scene = _scene()
+    reliability = np.array([0.1, 0.8, 1.0, 1.0, 0.0, 0.0])  # Tracks 0 and 1 move.
+
+    def moving_columns(path):
+        chunks = _read(path)
+        columns = {}
+        for _, table in chunks["/world/moving_points"]:
+            for key in table:
+                name = key.rpartition(":")[2]
+                if name in ("positions", "colors", "reliability", "track"):
+                    columns[name] = _rows(chunks, "/world/moving_points", key)
+        tails = _rows(chunks, "/world/moving_tails", "LineStrips3D:strips")
+        return columns, tails
+
+    columns, _ = moving_columns(write_recording(tmp_path / "all.rrd", tail=2, reliability=reliability, **scene))
+    assert [len(v) for v in columns["positions"].values()] == [2, 2, 1, 2, 2]
+    assert columns["track"][0] == [0, 1] and columns["track"][2] == [0]  # Track 1 is lost at frame 2.
+    assert columns["reliability"][0] == pytest.approx([0.1, 0.8])
+    packed = [int.from_bytes(bytes([*c, 255]), "big") for c in reliability_colors(reliability[:2])]
+    assert columns["colors"][0] == packed
+
+    columns, tails = moving_columns(write_recording(tmp_path / "some.rrd", tail=2, reliability=reliability,
+                                                    min_reliability=0.5, **scene))
+    assert [len(v) for v in columns["positions"].values()] == [1, 1, 0, 1, 1]  # Track 0 is hidden.
+    assert np.allclose(columns["positions"][4], [[1.0, 0.0, 3.8]]) and columns["track"][4] == [1]
+    assert [len(v) for v in tails.values()] == [0, 1, 1, 0, 1]  # Only track 1's tail.
+    positions = _rows(_read(tmp_path / "some.rrd"), "/world/camera/image/tracks", "Points2D:positions")
+    assert [len(v) for v in positions.values()] == [6, 5, 6, 5, 5]  # 2D tracks are all still drawn.
+
+    with pytest.raises(ValueError, match="min_reliability must be in"):
+        write_recording(tmp_path / "a.rrd", reliability=reliability, min_reliability=2.0, **scene)
+    with pytest.raises(ValueError, match="reliability must have shape"):
+        write_recording(tmp_path / "a.rrd", reliability=reliability[:3], **scene)
+    with pytest.raises(ValueError, match="needs the tracks' reliability"):
+        write_recording(tmp_path / "a.rrd", min_reliability=0.5, **scene)
+
+
+def test_reliability_colour_map():
+    colors = reliability_colors(np.array([0.0, 0.25, 0.5, 1.0, np.nan, 7.0]))
+    assert colors.dtype == np.uint8 and colors.shape == (6, 3)
+    assert colors[0].tolist() == [220, 40, 40] and colors[2].tolist() == [255, 170, 0]
+    assert colors[3].tolist() == [40, 200, 80] and colors[4].tolist() == colors[0].tolist()  # NaN: 0
+    assert colors[5].tolist() == colors[3].tolist()  # clipped to 1
+    assert colors[1].tolist() == [238, 105, 20]  # halfway between red and amber
