@@ -1,7 +1,8 @@
 """The synthetic scene engine: rendered 3D videos with complete ground truth.
 
 * :mod:`~cotracker3.synthetic.engine`: a room with textured, static and moving
-  primitives seen by a moving or still camera, ray-cast with torch on the CPU
+  primitives (and movers of named kinds, a waving cloth among them) seen by a
+  moving or still camera, ray-cast with torch on the CPU
   (:func:`render_scene`), with 2D tracks, visibility, 3D trajectories, depth,
   cameras and segmentation;
 * :mod:`~cotracker3.synthetic.sets`: the named sets of scenes and their seeds:
@@ -13,8 +14,8 @@ Their public names are all here (``from cotracker3 import synthetic``,
 inference core imports this package.
 """
 
-from cotracker3.synthetic.engine import (BOX, CAMERA_MODES, PHOTOS, QUAD, SPHERE, TEXTURE_SIZE, SceneConfig,
-                                         SyntheticScene, camera_centres, project, render_scene)
+from cotracker3.synthetic.engine import (BOX, CAMERA_MODES, CLOTH, MOVER_KINDS, PHOTOS, QUAD, SPHERE, TEXTURE_SIZE,
+                                         SceneConfig, SyntheticScene, camera_centres, project, render_scene)
 from cotracker3.synthetic.sets import (EVAL_TIERS, EVAL_VIDEOS_PER_TIER, RECON_TIERS, calibration_scene, eval_scenes,
                                        eval_seed, recon_scenes, recon_seed, training_scene, training_scenes)
 
@@ -27,9 +28,11 @@ __all__ = [
     "QUAD",
     "BOX",
     "SPHERE",
+    "CLOTH",
     "TEXTURE_SIZE",
     "PHOTOS",
     "CAMERA_MODES",
+    "MOVER_KINDS",
     "EVAL_TIERS",
     "EVAL_VIDEOS_PER_TIER",
     "eval_seed",

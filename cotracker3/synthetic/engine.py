@@ -2,7 +2,9 @@
 
 A scene is a room (a textured ground plane and four walls) holding textured
 primitives (boxes, spheres and flat panels), some static, some moving as
-independent rigid bodies, seen by a camera that stays still or moves smoothly
+independent rigid bodies, and optionally movers of named kinds (constant
+velocity on the floor, circling on the floor, flying, a waving cloth: see
+:data:`MOVER_KINDS`), seen by a camera that stays still or moves smoothly
 (rotation and translation). :func:`render_scene` ray-casts it with torch on
 the CPU (no Blender, no OpenGL) and returns the frames together with the
 truth for ``N`` surface points:
@@ -10,7 +12,7 @@ truth for ``N`` surface points:
 * 2D tracks and visibility (a point is visible when the first surface hit by
   the ray from the camera centre through it is the point itself),
 * 3D world trajectories, per-frame depth maps, intrinsics and camera poses,
-* the object each point lies on and whether that object moves.
+* the object each point lies on, whether that object moves and how.
 
 Everything is a deterministic function of ``(SceneConfig, seed)``.
 
@@ -43,8 +45,10 @@ import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
 
-QUAD, BOX, SPHERE = 0, 1, 2
-"""Primitive kinds. A quad is the rectangle ``|x| <= a, |y| <= b`` of its local ``z = 0`` plane."""
+QUAD, BOX, SPHERE, CLOTH = 0, 1, 2, 3
+"""Primitive kinds. A quad is the rectangle ``|x| <= a, |y| <= b`` of its local ``z = 0`` plane;
+a cloth is a quad displaced along its local ``z`` by a height field that changes with time
+(the ``"cloth"`` mover of :data:`MOVER_KINDS`)."""
 
 TEXTURE_SIZE = 256
 """Side of a texture in the atlas, pixels."""
@@ -59,6 +63,27 @@ _EPS = 1e-4  # smallest ray parameter counted as a hit (metres)
 
 CAMERA_MODES = ("moving", "static", "pan", "pan_walk")
 """Camera motions of :attr:`SceneConfig.camera`."""
+
+MOVER_KINDS = ("slide", "circle", "fly", "cloth")
+"""Kinds of :attr:`SceneConfig.movers`, each a known, labelled motion (speeds scaled by
+:attr:`SceneConfig.object_speed`; "per clip" is from the first frame to the last):
+
+* ``"slide"``: a box or sphere resting on the floor (its lowest point at ``z = 0``),
+  translating along the floor at constant velocity (1-2.5 m per clip), orientation
+  fixed: every point's world velocity is constant.
+* ``"circle"``: a box or sphere resting on the floor, its centre on a horizontal circle
+  (radius 1-2 m, 0.4-0.8 of a turn per clip), turning about the vertical with its
+  heading: every point keeps its height and accelerates.
+* ``"fly"``: a box or sphere in mid-air (centre 1-2.5 m above the floor, never touching
+  it) on a curved 3D path whose height and speed change, rotating about a tilted axis:
+  accelerating in all three directions, at no constant height.
+* ``"cloth"``: a non-rigid rectangle (1.2-2 m wide, 1-1.5 m tall, bottom edge 0.2-0.6 m
+  above the floor) standing vertically and waving in place: the material point
+  ``(u, v)`` of its plane (``v`` up) moves along the plane's normal by
+  ``w = A g(v) sin(k u - omega t + phi)``, ``A`` 0.15-0.3 m, ``g`` rising from 0 at
+  the top edge (where it hangs) to 1 at the bottom, about one wavelength across, 2-3
+  cycles per clip.
+"""
 
 
 # --------------------------------------------------------------------------
@@ -87,10 +112,16 @@ class SceneConfig:
         object_speed: scales the objects' translation and rotation per clip.
         fov_deg: range of the horizontal field of view, degrees (drawn per scene).
         dynamic_point_fraction: share of the points sampled on moving objects
-            (where moving objects are in view).
+            (where moving objects are in view; with ``movers``, shared equally among
+            the moving objects in view rather than by their area in the image).
         photo_fraction: share of textures taken from photographs (the rest procedural).
         supersample: colour is averaged over ``supersample**2`` rays per pixel
             (anti-aliasing); depth, segmentation and tracks use pixel centres.
+        movers: extra moving objects of the named kinds of :data:`MOVER_KINDS`
+            (repeats allowed), placed where the camera sees them and apart from
+            the other objects. They are drawn from a random stream of their own:
+            the rest of the scene (camera, objects, textures, light) is that of
+            ``movers=()``; only the sampled points differ.
     """
 
     num_frames: int = 24
@@ -108,6 +139,7 @@ class SceneConfig:
     dynamic_point_fraction: float = 0.5
     photo_fraction: float = 0.6
     supersample: int = 2
+    movers: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.num_frames < 1 or self.height < 2 or self.width < 2:
@@ -125,6 +157,13 @@ class SceneConfig:
             raise ValueError(f"supersample must be >= 1, got {self.supersample}")
         if not 0.0 <= self.dynamic_point_fraction <= 1.0 or not 0.0 <= self.photo_fraction <= 1.0:
             raise ValueError("dynamic_point_fraction and photo_fraction must lie in [0, 1]")
+        if isinstance(self.movers, str):
+            raise ValueError(f"movers is a sequence of kinds, e.g. ({self.movers!r},), got the string {self.movers!r}")
+        object.__setattr__(self, "movers", tuple(self.movers))  # lists from JSON configurations
+        unknown = [m for m in self.movers if m not in MOVER_KINDS]
+        if unknown:
+            raise ValueError(f"unknown mover kind(s) {', '.join(map(repr, unknown))}; "
+                             f"kinds: {', '.join(map(repr, MOVER_KINDS))}")
 
 
 @dataclass
@@ -145,7 +184,12 @@ class SyntheticScene:
         object_id: ``(N,)`` int16 object each point lies on.
         is_dynamic: ``(N,)`` bool: the point's object moves.
         object_dynamic: ``(num_objects,)`` bool: which objects move (id order).
-        object_kind: ``(num_objects,)`` int8: :data:`QUAD`, :data:`BOX` or :data:`SPHERE`.
+        object_kind: ``(num_objects,)`` int8: :data:`QUAD`, :data:`BOX`, :data:`SPHERE`
+            or :data:`CLOTH`.
+        object_motion: ``(num_objects,)`` str: how each object moves: ``"static"``
+            (ground, walls, props), ``"rigid"`` (the random movers and occluders) or
+            the kind of a :attr:`SceneConfig.movers` entry (:data:`MOVER_KINDS`);
+            ``"static"`` exactly where ``object_dynamic`` is false.
         query_frame: ``(N,)`` int64: the frame each point was sampled at (visible there).
         config: the :class:`SceneConfig`.
         seed: the seed.
@@ -163,6 +207,7 @@ class SyntheticScene:
     is_dynamic: np.ndarray
     object_dynamic: np.ndarray
     object_kind: np.ndarray
+    object_motion: np.ndarray
     query_frame: np.ndarray
     config: SceneConfig
     seed: int
@@ -185,14 +230,43 @@ class SyntheticScene:
 
 
 @dataclass
+class _Wave:
+    """A cloth's height field over its rectangle ``|u| <= a, |v| <= b``: at frame ``f``
+    the material point ``(u, v)`` lies at local ``(u, v, w)``,
+    ``w = amplitude * g(v) * sin(wavenumber * u + phase[f])``, ``g(v) = ((b - v) / 2b)**2``
+    (0 at the top edge ``v = b``, 1 at the bottom)."""
+
+    amplitude: float
+    wavenumber: float  # radians per metre along u
+    b: float  # half height of the rectangle
+    phase: np.ndarray  # (T,) radians
+
+    def height(self, u: torch.Tensor, v: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        """``w`` at ``(u, v)`` for ``phase`` (broadcast together)."""
+        s = (self.b - v) / (2 * self.b)
+        return self.amplitude * s * s * torch.sin(self.wavenumber * u + phase)
+
+    def slope(self, u: torch.Tensor, v: torch.Tensor, phase: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``dw/du`` and ``dw/dv`` at ``(u, v)`` for ``phase`` (broadcast together)."""
+        s = (self.b - v) / (2 * self.b)
+        arg = self.wavenumber * u + phase
+        return self.amplitude * s * s * self.wavenumber * torch.cos(arg), -self.amplitude * s / self.b * torch.sin(arg)
+
+
+@dataclass
 class _Object:
     kind: int
-    half: np.ndarray  # (3,) half extents; quad: (a, b, 0); sphere: (r, r, r)
+    half: np.ndarray  # (3,) half extents; quad: (a, b, 0); sphere: (r, r, r); cloth: (a, b, amplitude)
     rotation: np.ndarray  # (T, 3, 3) world_from_object
     position: np.ndarray  # (T, 3)
     texture: int  # atlas slot
     repeat: float = 1.0
-    dynamic: bool = False
+    motion: str = "static"  # a value of SyntheticScene.object_motion
+    wave: _Wave | None = None  # cloth only
+
+    @property
+    def dynamic(self) -> bool:
+        return self.motion != "static"
 
 
 # --------------------------------------------------------------------------
@@ -313,17 +387,32 @@ def _procedural_texture(rng: np.random.Generator, size: int) -> np.ndarray:
     return tex + rng.normal(0, 6, size=tex.shape)  # fine grain helps trackers, as real surfaces do
 
 
+def _texture(rng: np.random.Generator, photo_fraction: float) -> np.ndarray:
+    """A texture ``(TEXTURE_SIZE, TEXTURE_SIZE, 3)``: a photograph with probability ``photo_fraction``,
+    else procedural."""
+    if rng.random() < photo_fraction:
+        return _photo_texture(rng, TEXTURE_SIZE)
+    return _procedural_texture(rng, TEXTURE_SIZE)
+
+
 # --------------------------------------------------------------------------
 # Scene layout and motion
 # --------------------------------------------------------------------------
 
 _ROOM = 12.0  # half side of the room (ground plane), metres
 _WALL_HEIGHT = 7.0
+_STAND = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64)  # a quad standing up: local y is world z
 
 
 def _static(T: int, position, rotation=None) -> tuple[np.ndarray, np.ndarray]:
     rot = np.eye(3) if rotation is None else rotation
     return np.tile(rot, (T, 1, 1)), np.tile(np.asarray(position, np.float64), (T, 1))
+
+
+def _disc(rng: np.random.Generator, r_max: float) -> np.ndarray:
+    """A point ``(x, y)`` drawn uniformly from the disc of radius ``r_max`` about the room centre."""
+    r, a = r_max * math.sqrt(rng.random()), rng.uniform(0, 2 * np.pi)
+    return np.array([r * math.cos(a), r * math.sin(a)])
 
 
 def _random_primitive(rng: np.random.Generator, scale: tuple[float, float]) -> tuple[int, np.ndarray]:
@@ -401,20 +490,16 @@ def _layout(cfg: SceneConfig, rng: np.random.Generator) -> tuple[list[_Object], 
                                repeat=float(rng.uniform(2, 4))))
         slot += 1
 
-    def place(r_max: float) -> np.ndarray:
-        r, a = r_max * math.sqrt(rng.random()), rng.uniform(0, 2 * np.pi)
-        return np.array([r * math.cos(a), r * math.sin(a)])
-
     # Static props resting on the ground.
     for _ in range(cfg.num_static):
         kind, half = _random_primitive(rng, (0.4, 1.1))
         R = _rotation(np.array([0, 0, 1.0]), np.array([rng.uniform(0, 2 * np.pi)]))[0]
         if kind == QUAD:  # a standing panel
-            R = R @ np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64)
+            R = R @ _STAND
             lift = half[1]
         else:
             lift = half[2]
-        rot, pos = _static(T, [*place(4.5), lift], R)
+        rot, pos = _static(T, [*_disc(rng, 4.5), lift], R)
         objects.append(_Object(kind, half, rot, pos, slot))
         slot += 1
 
@@ -435,7 +520,7 @@ def _layout(cfg: SceneConfig, rng: np.random.Generator) -> tuple[list[_Object], 
 
     for i in range(cfg.num_dynamic):
         kind, half = _random_primitive(rng, (0.35, 0.9))
-        start = np.array([*place(3.5), rng.uniform(0.5, 2.5)])
+        start = np.array([*_disc(rng, 3.5), rng.uniform(0.5, 2.5)])
         rot, position = rigid_motion(start, cfg.object_speed)
         if i < cfg.num_exiting:
             # Sweep sideways past the edge of the view and back (and out the other side).
@@ -444,7 +529,7 @@ def _layout(cfg: SceneConfig, rng: np.random.Generator) -> tuple[list[_Object], 
             amplitude = 1.4 * half_width + np.abs(half).max()
             position = position + amplitude * np.sin(2 * np.pi * tau)[:, None] * right0
         position[:, 2] = np.maximum(position[:, 2], np.abs(half).max() * 0.5)
-        objects.append(_Object(kind, half, rot, position, slot, dynamic=True))
+        objects.append(_Object(kind, half, rot, position, slot, motion="rigid"))
         slot += 1
 
     for _ in range(cfg.num_occluders):
@@ -457,9 +542,136 @@ def _layout(cfg: SceneConfig, rng: np.random.Generator) -> tuple[list[_Object], 
         rot, position = rigid_motion(start, 0.4 * cfg.object_speed)
         sweep = rng.uniform(1.0, 2.0) * half_width * rng.choice([-1, 1])
         position = position + sweep * np.sin(np.pi * tau + rng.uniform(0, np.pi))[:, None] * right0
-        objects.append(_Object(kind, half, rot, position, slot, dynamic=True))
+        objects.append(_Object(kind, half, rot, position, slot, motion="rigid"))
         slot += 1
     return objects, K, cam_from_world, slot
+
+
+def _solid(rng: np.random.Generator, scale: tuple[float, float]) -> tuple[int, np.ndarray]:
+    """A box or a sphere of about ``scale`` metres (half extents)."""
+    s = rng.uniform(*scale)
+    if rng.random() < 0.6:
+        return BOX, s * rng.uniform(0.6, 1.0, size=3)
+    return SPHERE, np.full(3, s)
+
+
+def _mover(kind: str, rng: np.random.Generator, tau: np.ndarray, speed: float, camera: np.ndarray) -> _Object:
+    """One mover of ``kind`` (:data:`MOVER_KINDS`), its texture slot still unset: within
+    2-3.5 m of the room centre, or for a cloth 1.5-3 m beyond it as seen from ``camera``
+    (a camera centre), facing the camera give or take 35 degrees."""
+    T = len(tau)
+    up = np.array([0, 0, 1.0])
+    spin = rng.uniform(0, 2 * np.pi)
+    if kind == "cloth":
+        a, b, amplitude = rng.uniform(0.6, 1.0), rng.uniform(0.5, 0.75), rng.uniform(0.15, 0.3)
+        # A backdrop to the others: 1.5-3 m beyond the room centre as the camera sees it.
+        away = -camera[:2] / np.linalg.norm(camera[:2])
+        beyond = rng.uniform(1.5, 3.0) * away + rng.uniform(-2.0, 2.0) * np.array([-away[1], away[0]])
+        centre = np.array([*beyond, rng.uniform(0.2, 0.6) + b])
+        dx, dy = camera[:2] - centre[:2]
+        facing = math.atan2(dy, dx) + rng.uniform(-0.6, 0.6)
+        # Local x along the floor, local y up, the normal (local z) horizontal at azimuth `facing`.
+        R = _rotation(up, np.array([facing + np.pi / 2]))[0] @ _STAND
+        wavenumber = 2 * np.pi * rng.uniform(0.8, 1.2) / (2 * a)  # about one wavelength across
+        omega = 2 * np.pi * speed * rng.uniform(2.0, 3.0)  # radians per clip
+        wave = _Wave(amplitude, wavenumber, b, rng.uniform(0, 2 * np.pi) - omega * tau)
+        rot, pos = _static(T, centre, R)
+        return _Object(CLOTH, np.array([a, b, amplitude]), rot, pos, -1, motion=kind, wave=wave)
+    if kind == "slide":
+        prim, half = _solid(rng, (0.45, 0.8))
+        heading = rng.uniform(0, 2 * np.pi)
+        velocity = speed * rng.uniform(1.0, 2.5) * np.array([math.cos(heading), math.sin(heading), 0.0])
+        position = np.array([*_disc(rng, 3.5), half[2]]) + velocity * (tau[:, None] - 0.5)
+        rot = np.tile(_rotation(up, np.array([spin]))[0], (T, 1, 1))
+    elif kind == "circle":
+        prim, half = _solid(rng, (0.45, 0.8))
+        radius = rng.uniform(1.0, 2.0)
+        angle = rng.uniform(0, 2 * np.pi) + rng.choice([-1, 1]) * 2 * np.pi * speed * rng.uniform(0.4, 0.8) * tau
+        centre = _disc(rng, 2.0)
+        position = np.stack([centre[0] + radius * np.cos(angle), centre[1] + radius * np.sin(angle),
+                             np.full(T, half[2])], axis=1)
+        rot = _rotation(up, angle + spin)  # turning with its heading
+    else:  # fly
+        prim, half = _solid(rng, (0.4, 0.6))
+        radius = rng.uniform(1.0, 2.0)  # of the horizontal arc
+        sweep = rng.choice([-1, 1]) * speed * rng.uniform(0.6, 1.4)  # radians of arc per clip
+        change = rng.choice([-1, 1]) * rng.uniform(0.3, 0.7)  # the speed: from 1 - change to 1 + change times its mean
+        angle = rng.uniform(0, 2 * np.pi) + sweep * (tau + change * (tau ** 2 - tau))
+        mean = np.array([*_disc(rng, 3.0), rng.uniform(1.6, 2.0)])  # its mean position, give or take the bobbing
+        arc = radius * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+        cycles = speed * rng.uniform(0.6, 1.0)  # of bobbing up and down per clip
+        bob = rng.uniform(0.25, 0.45) * np.sin(2 * np.pi * cycles * tau + rng.uniform(0, 2 * np.pi))
+        position = mean + np.concatenate([arc - arc.mean(0), bob[:, None]], axis=1)
+        tilt, azimuth = rng.uniform(math.radians(25), math.radians(65)), rng.uniform(0, 2 * np.pi)
+        axis = np.array([math.sin(tilt) * math.cos(azimuth), math.sin(tilt) * math.sin(azimuth), math.cos(tilt)])
+        turns = rng.choice([-1, 1]) * speed * rng.uniform(0.2, 0.5)
+        start = _rotation(rng.normal(size=3), np.array([spin]))[0]
+        rot = _rotation(axis, 2 * np.pi * turns * tau) @ start
+    return _Object(prim, half, rot, position, -1, motion=kind)
+
+
+def _bounding_radius(obj: _Object) -> float:
+    """Radius of a sphere about the object's origin that holds it (a cloth's waves included)."""
+    return float(obj.half[0]) if obj.kind == SPHERE else float(np.linalg.norm(obj.half))
+
+
+def _hides(camera: np.ndarray, target: np.ndarray, centre: np.ndarray, radius: float) -> np.ndarray:
+    """``(T,)`` whether the sphere ``(centre (T, 3), radius)`` meets the sight line from
+    ``camera (T, 3)`` to ``target (T, 3)`` short of the target."""
+    sight = target - camera
+    s = np.clip(((centre - camera) * sight).sum(-1) / (sight * sight).sum(-1), 0.0, 1.0)
+    return (s < 1.0) & (np.linalg.norm(camera + s[:, None] * sight - centre, axis=-1) < radius)
+
+
+_MOVER_DRAWS = 256  # layouts tried per mover
+_PLACEMENT_ORDER = ("cloth", "circle", "slide", "fly")  # the movers needing the most room first
+
+
+def _lay_out_movers(cfg: SceneConfig, rng: np.random.Generator, objects: list[_Object], K: np.ndarray,
+                    cam_from_world: np.ndarray, first_slot: int) -> list[_Object]:
+    """The movers of ``cfg.movers``, in order, with texture slots from ``first_slot`` on.
+
+    They are laid out in :data:`_PLACEMENT_ORDER`, each the first of up to
+    :data:`_MOVER_DRAWS` draws that keeps its bounding sphere 5 cm from those of
+    the other objects (props, moving objects, the movers laid out before it) in
+    every frame, and that the camera sees in 80% of the frames: its centre in
+    front (half a metre beyond its sphere), inside the middle 90% of the frame,
+    the sight line to it clear of the others' spheres, and its own sphere clear
+    of the sight lines to the movers laid out before it. Failing that, the draw
+    that does best (no overlap first, then the most frames seen).
+    """
+    T = cfg.num_frames
+    tau = np.linspace(0.0, 1.0, T) if T > 1 else np.zeros(1)
+    cameras = camera_centres(cam_from_world)
+    others = [(o.position, _bounding_radius(o)) for o in objects[5:]]  # all but the ground and the walls
+    lo, hi = np.array([0.05 * cfg.width, 0.05 * cfg.height]), np.array([0.95 * cfg.width, 0.95 * cfg.height])
+    order = sorted(range(len(cfg.movers)), key=lambda k: _PLACEMENT_ORDER.index(cfg.movers[k]))
+    placed: dict[int, _Object] = {}
+    for k in order:
+        kind = cfg.movers[k]
+        best, best_key = None, None
+        for _ in range(_MOVER_DRAWS):
+            obj = _mover(kind, rng, tau, cfg.object_speed, cameras[T // 2])
+            r = _bounding_radius(obj)
+            clear = all((np.linalg.norm(obj.position - pos, axis=1) > r + r_o + 0.05).all() for pos, r_o in others)
+            xy, z = project(obj.position[:, None], K, cam_from_world)
+            seen = (z[:, 0] > r + 0.5) & (xy[:, 0] >= lo).all(-1) & (xy[:, 0] <= hi).all(-1)
+            for pos, r_o in others:
+                seen &= ~_hides(cameras, obj.position, pos, r_o)
+            for m in placed.values():
+                seen &= ~_hides(cameras, m.position, obj.position, r)
+            key = (clear, seen.mean() >= 0.8, seen.mean())
+            if best_key is None or key > best_key:
+                best, best_key = obj, key
+            if key[:2] == (True, True):
+                break
+        if best_key[:2] != (True, True):
+            logger.debug("mover %d (%s): no draw clear of the others and in view in 80%% of the frames; "
+                         "the best: clear %s, in view in %.0f%%", k, kind, best_key[0], 100 * best_key[2])
+        best.texture = first_slot + k
+        placed[k] = best
+        others.append((best.position, _bounding_radius(best)))
+    return [placed[k] for k in range(len(cfg.movers))]
 
 
 # --------------------------------------------------------------------------
@@ -479,6 +691,7 @@ class _Caster:
         self.objects = objects
         self.rot = [torch.from_numpy(o.rotation).float() for o in objects]
         self.pos = [torch.from_numpy(o.position).float() for o in objects]
+        self.phase = [None if o.wave is None else torch.from_numpy(o.wave.phase).float() for o in objects]
 
     def cast(self, origin: torch.Tensor, dirs: torch.Tensor, frame: torch.Tensor):
         """First hits: ray parameter ``(B, R)`` (inf: none), object ``(B, R)`` (-1: none),
@@ -491,7 +704,7 @@ class _Caster:
             rot, pos = self.rot[i][frame], self.pos[i][frame]  # (B, 3, 3), (B, 3)
             o = torch.einsum("bji,brj->bri", rot, origin - pos[:, None])  # rot^T (origin - pos)
             d = torch.einsum("bji,brj->bri", rot, dirs)
-            t = self._intersect(obj, o, d)
+            t = self._intersect(obj, o, d, None if self.phase[i] is None else self.phase[i][frame][:, None])
             closer = t < best_t
             if not bool(closer.any()):
                 continue
@@ -501,9 +714,13 @@ class _Caster:
         return best_t, best_obj, best_local
 
     @staticmethod
-    def _intersect(obj: _Object, o: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    def _intersect(obj: _Object, o: torch.Tensor, d: torch.Tensor, phase: torch.Tensor | None) -> torch.Tensor:
+        """Ray parameter of the first hit (inf: none) of local rays ``o + t d`` on ``obj``;
+        ``phase``: a cloth's wave phase, broadcast against the rays (``None`` for the others)."""
         inf = torch.tensor(math.inf)
         a, b, c = (float(v) for v in obj.half)
+        if obj.kind == CLOTH:
+            return _cloth_hit(obj.wave, obj.half, o, d, phase)
         if obj.kind == QUAD:
             with torch.no_grad():
                 t = -o[..., 2] / d[..., 2]
@@ -552,7 +769,7 @@ class _Caster:
                 continue
             (y0, y1), (x0, x1) = win
             o, d = self._to_local(i, f, origin, dirs[y0:y1, x0:x1])
-            t = self._intersect(obj, o, d)
+            t = self._intersect(obj, o, d, None if self.phase[i] is None else self.phase[i][f])
             bt = best_t[y0:y1, x0:x1]
             closer = t < bt
             best_t[y0:y1, x0:x1] = torch.where(closer, t, bt)
@@ -584,11 +801,15 @@ class _Caster:
             o_l, d_l = self._to_local(i, f, self.origin, dirs[y0:y1, x0:x1])
             p = o_l + t[y0:y1, x0:x1].nan_to_num(0, 0, 0)[..., None] * d_l
             half = torch.from_numpy(o.half).float()
-            if o.kind == QUAD:
+            if o.kind in (QUAD, CLOTH):  # a cloth's texture moves with its material points (u, v)
                 scale = o.repeat / max(float(half[0]), float(half[1]))
                 u = (p[..., 0] + half[0]) / 2 * scale
                 v = (p[..., 1] + half[1]) / 2 * scale
-                n = torch.tensor([0.0, 0.0, 1.0]).expand_as(p)
+                if o.kind == QUAD:
+                    n = torch.tensor([0.0, 0.0, 1.0]).expand_as(p)
+                else:
+                    w_u, w_v = o.wave.slope(p[..., 0], p[..., 1], self.phase[i][f])
+                    n = F.normalize(torch.stack([-w_u, -w_v, torch.ones_like(w_u)], -1), dim=-1)
             elif o.kind == BOX:
                 q = p / half
                 axis = q.abs().argmax(-1, keepdim=True)
@@ -617,13 +838,62 @@ class _Caster:
         return torch.where((obj >= 0)[..., None], tex * lit[..., None], sky)
 
 
+_CLOTH_STEPS = 48  # samples along a ray's path through a cloth's box that look for its first crossing
+_CLOTH_ITERATIONS = 16  # safeguarded Newton steps refining it (bisection alone: 2**-16 of a sample step)
+
+
+def _cloth_hit(wave: _Wave, half: np.ndarray, o: torch.Tensor, d: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+    """Ray parameter ``(...)`` of the first crossing (inf: none) of local rays ``o + t d``
+    ``(..., 3)`` with a cloth's surface ``z = w(x, y)`` at ``phase`` (broadcast).
+
+    The rays' paths through the box ``|x| <= a, |y| <= b, |z| <= amplitude`` that holds the
+    surface are sampled at :data:`_CLOTH_STEPS` points; the first sign change of
+    ``F(t) = z(t) - w(x(t), y(t))`` brackets the first crossing, which Newton steps
+    (bisection where a step would leave the bracket) refine to about 1e-6 m. Two
+    crossings closer than one sample step (a ray grazing a crest) are missed together.
+    """
+    o = o.expand_as(d)
+    box = torch.from_numpy(half).to(d.dtype)
+    inv = 1.0 / d
+    t1, t2 = (-box - o) * inv, (box - o) * inv
+    near = torch.minimum(t1, t2).amax(-1).clamp_min(_EPS)
+    far = torch.maximum(t1, t2).amin(-1)
+    step = ((far - near) / _CLOTH_STEPS).clamp_min(0)  # 0 where the ray misses the box
+
+    def residual(t: torch.Tensor) -> torch.Tensor:
+        p = o + t[..., None] * d
+        return p[..., 2] - wave.height(p[..., 0], p[..., 1], phase)
+
+    lo, hi = torch.full_like(near, math.inf), torch.full_like(near, math.inf)
+    f_prev = residual(near)
+    for j in range(1, _CLOTH_STEPS + 1):
+        t = near + j * step
+        f = residual(t)
+        new = lo.isinf() & (step > 0) & (f_prev * f <= 0)
+        lo, hi = torch.where(new, t - step, lo), torch.where(new, t, hi)
+        f_prev = f
+    found = lo.isfinite()
+    lo, hi = torch.where(found, lo, near), torch.where(found, hi, near)
+    above = residual(lo) > 0  # the side of the surface the ray comes from
+    t = (lo + hi) / 2
+    for _ in range(_CLOTH_ITERATIONS):
+        p = o + t[..., None] * d
+        f = p[..., 2] - wave.height(p[..., 0], p[..., 1], phase)
+        w_u, w_v = wave.slope(p[..., 0], p[..., 1], phase)
+        before = (f > 0) == above  # the crossing lies beyond t
+        lo, hi = torch.where(before & (f != 0), t, lo), torch.where(before & (f != 0), hi, t)
+        newton = t - f / (d[..., 2] - w_u * d[..., 0] - w_v * d[..., 1])
+        t = torch.where((newton >= lo) & (newton <= hi), newton, (lo + hi) / 2)
+    return torch.where(found, t, torch.tensor(math.inf))
+
+
 def _window(obj: _Object, f: int, K: np.ndarray, pose: np.ndarray, H: int, W: int, ss: int):
     """Rows and columns ``((y0, y1), (x0, x1))`` of the ``ss``-sample grid that an
     object may cover in frame ``f``; ``None`` if it cannot be seen.
 
-    Quads and boxes: the bounding box of their corners' projections, after
-    clipping their edges at a near plane; spheres: the exact extent of the
-    projected sphere."""
+    Quads, boxes and cloths (whose box holds their waves): the bounding box of
+    their corners' projections, after clipping their edges at a near plane;
+    spheres: the exact extent of the projected sphere."""
     R = pose[:3, :3] @ obj.rotation[f]
     centre = pose[:3, :3] @ obj.position[f] + pose[:3, 3]
     if obj.kind == SPHERE:
@@ -716,14 +986,18 @@ def render_scene(config: SceneConfig | None = None, seed: int = 0, name: str = "
     rng = np.random.default_rng(seed)
     T, H, W = cfg.num_frames, cfg.height, cfg.width
     objects, K, cam_from_world, n_slots = _layout(cfg, rng)
-    atlas = np.concatenate([
-        _photo_texture(rng, TEXTURE_SIZE) if rng.random() < cfg.photo_fraction else _procedural_texture(rng, TEXTURE_SIZE)
-        for _ in range(n_slots)
-    ])
-    atlas_t = torch.from_numpy(np.clip(atlas, 0, 255).astype(np.float32)).permute(2, 0, 1)[None]
+    textures = [_texture(rng, cfg.photo_fraction) for _ in range(n_slots)]
     light = rng.normal(size=3) * np.array([1, 1, 0.4]) + np.array([0, 0, 1.2])
     light = torch.from_numpy(light / np.linalg.norm(light)).float()
     sky = torch.tensor(rng.uniform(120, 230, size=3)).float()
+    if cfg.movers:
+        # A random stream of their own: the rest of the scene is that of movers=().
+        mover_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
+        movers = _lay_out_movers(cfg, mover_rng, objects, K, cam_from_world, n_slots)
+        textures += [_texture(mover_rng, cfg.photo_fraction) for _ in movers]
+        objects = objects + movers
+    atlas = np.concatenate(textures)
+    atlas_t = torch.from_numpy(np.clip(atlas, 0, 255).astype(np.float32)).permute(2, 0, 1)[None]
 
     caster = _Caster(objects)
     with torch.inference_mode():
@@ -763,6 +1037,7 @@ def render_scene(config: SceneConfig | None = None, seed: int = 0, name: str = "
         is_dynamic=dyn[obj_id] if len(obj_id) else np.zeros(0, bool),
         object_dynamic=dyn,
         object_kind=np.array([o.kind for o in objects], np.int8),
+        object_motion=np.array([o.motion for o in objects]),
         query_frame=query_frame,
         config=cfg,
         seed=seed,
@@ -771,16 +1046,25 @@ def render_scene(config: SceneConfig | None = None, seed: int = 0, name: str = "
 
 
 def _sample_points(cfg, rng, caster, K, cam_from_world, segmentation, objects):
-    """Surface points seen at random frames: ``(N,)`` frame, ``(N,)`` object, ``(N, 3)`` local point."""
+    """Surface points seen at random frames: ``(N,)`` frame, ``(N,)`` object, ``(N, 3)`` local point.
+
+    A point on a moving object is drawn uniformly from the moving objects' pixels of
+    its frame; in scenes with movers, from the pixels of one of the moving objects
+    in view, each as likely as the others (so a small mover gets as many points as
+    a large one)."""
     N, T, H, W = cfg.num_points, cfg.num_frames, cfg.height, cfg.width
     dyn = np.array([o.dynamic for o in objects])
 
     @functools.lru_cache(maxsize=None)
-    def pools(t: int) -> tuple[np.ndarray, np.ndarray]:
-        """Pixels of frame ``t`` on any surface, and on moving objects."""
+    def pools(t: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Pixels of frame ``t`` on any surface, and those on moving objects: one
+        group, or in scenes with movers one group per moving object in view."""
         seg = segmentation[t].reshape(-1)
         surface = np.flatnonzero(seg >= 0)
-        return surface, surface[dyn[seg[surface]]]
+        moving = surface[dyn[seg[surface]]]
+        if not cfg.movers or not len(moving):
+            return surface, [moving]
+        return surface, [moving[seg[moving] == i] for i in np.unique(seg[moving])]
 
     frames = np.empty(0, np.int64)
     objs = np.empty(0, np.int64)
@@ -793,7 +1077,8 @@ def _sample_points(cfg, rng, caster, K, cam_from_world, segmentation, objects):
         pix = np.empty(need, np.int64)
         want_dyn = rng.random(need) < cfg.dynamic_point_fraction
         for i in range(need):
-            surface, moving = pools(int(f[i]))
+            surface, groups = pools(int(f[i]))
+            moving = groups[rng.integers(len(groups))] if want_dyn[i] and len(groups) > 1 else groups[0]
             pool = moving if want_dyn[i] and len(moving) else surface
             pix[i] = pool[rng.integers(len(pool))] if len(pool) else rng.integers(H * W)
         xy = np.stack([pix % W, pix // W], -1) + rng.uniform(-0.5, 0.5, size=(need, 2))
@@ -809,10 +1094,20 @@ def _sample_points(cfg, rng, caster, K, cam_from_world, segmentation, objects):
 
 
 def _trajectories(objects: list[_Object], obj_id: np.ndarray, local: np.ndarray) -> np.ndarray:
-    """World positions ``(T, N, 3)`` float64 of object-frame points."""
+    """World positions ``(T, N, 3)`` float64 of object-frame points. A point on a cloth is
+    the material point ``(u, v)`` of its local ``(x, y)``: in every frame it lies at local
+    ``(u, v, w(u, v))`` of the cloth's height field."""
     rot = np.stack([o.rotation for o in objects], 1)  # (T, O, 3, 3)
     pos = np.stack([o.position for o in objects], 1)  # (T, O, 3)
-    return np.einsum("tnij,nj->tni", rot[:, obj_id], local) + pos[:, obj_id]
+    world = np.einsum("tnij,nj->tni", rot[:, obj_id], local) + pos[:, obj_id]
+    for i, o in enumerate(objects):
+        on = obj_id == i
+        if o.wave is None or not on.any():
+            continue
+        u, v = torch.from_numpy(local[on, 0]), torch.from_numpy(local[on, 1])
+        w = o.wave.height(u, v, torch.from_numpy(o.wave.phase)[:, None]).numpy()  # (T, n)
+        world[:, on] += (w - local[on, 2])[..., None] * o.rotation[:, None, :, 2]  # along the normal, local z
+    return world
 
 
 def _visible(caster, K, cam_from_world, trajectories, tracks, z, obj_id, W, H) -> np.ndarray:
