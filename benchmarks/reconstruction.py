@@ -21,6 +21,21 @@ sampling). Printed per scene and per tier:
 
     python benchmarks/reconstruction.py                      # all tiers, 5 scenes each
     python benchmarks/reconstruction.py --tiers moving_camera --scenes 2 --no-colmap
+
+Then, per tier and per kind of mover (``SyntheticScene.object_motion``: the
+evaluation tiers' random rigid movers ``rigid``, and the ``movers_3d`` tier's
+``slide`` (rigid, constant velocity), ``circle`` (rigid, accelerating, at
+constant height), ``fly`` (rigid, accelerating in mid-air: no prior decides)
+and ``cloth`` (non-rigid, waving in place)): the median 3D error of the moving
+points (% of the extent; points moving in truth and in the reconstruction)
+without depth, with ``affine_disparity`` depth (the rendered depth as inverse
+depth with a random scale and shift per frame and 2% noise per pixel) and with
+metric depth; the triangulated-mean fallback's error (:func:`recon.dynamic.hovering`)
+without depth; the mean reliability without depth; and per tier, the Spearman
+rank correlation between reliability and minus the error over every used track
+(static and moving) in each condition.
+
+    python benchmarks/reconstruction.py --tiers movers_3d --no-colmap --cost
 """
 
 from __future__ import annotations
@@ -33,15 +48,46 @@ import time
 import warnings
 
 import numpy as np
+from scipy.stats import spearmanr
 
 import recon
 from cotracker3 import synthetic
+from recon.dynamic import hovering
 from recon.geometry import align_poses
 
 from colmap_sift import colmap_sift  # noqa: E402 (benchmarks/ is the script's folder)
 
 
-def evaluate_scene(scene, noise: float, flip: float, seed: int = 0, mapper: str = "incremental") -> dict[str, float]:
+DEPTH_CONDITIONS = ("none", "affine_disparity", "metric")
+"""Depth given to recon.reconstruct in the moving-points table."""
+
+
+def relative_disparity(depth: np.ndarray, rng: np.random.Generator, noise: float = 0.02) -> np.ndarray:
+    """What a monocular depth network gives: inverse depth with a random scale and shift per frame
+    and ``noise`` relative Gaussian noise per pixel (the sky, at infinite depth, gets the shift)."""
+    inv = np.where(np.isfinite(depth) & (depth > 0), 1.0 / depth, 0.0)
+    T = len(depth)
+    level = np.median(inv[inv > 0]) if (inv > 0).any() else 1.0
+    a = rng.uniform(0.5, 2.0, T)[:, None, None] / level
+    b = rng.uniform(0.0, 0.5, T)[:, None, None]
+    return (a * inv * (1 + noise * rng.standard_normal(depth.shape)) + b).astype(np.float32)
+
+
+def _point_errors(rec, scene) -> np.ndarray:
+    """``(N,)`` median over frames of each track's 3D error / extent (NaN where never placed)."""
+    ok = rec.registered
+    err = np.full(len(rec.used), np.nan)
+    if ok.sum() < 3 or rec.status.cameras != "solved":
+        return err
+    s, R, t = align_poses(rec.cam_from_world[ok], scene.cam_from_world[ok])
+    world = s * rec.trajectories @ R.T + t
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(np.linalg.norm(world - scene.trajectories, axis=-1), axis=0) / scene.scene_extent
+
+
+def evaluate_scene(scene, noise: float, flip: float, seed: int = 0, mapper: str = "incremental",
+                   movers: bool = True) -> dict:
     rng = np.random.default_rng(seed)
     tracks = scene.tracks + rng.normal(0, noise, scene.tracks.shape)
     vis = scene.visibility ^ (rng.random(scene.visibility.shape) < flip)
@@ -54,18 +100,12 @@ def evaluate_scene(scene, noise: float, flip: float, seed: int = 0, mapper: str 
     # F1 over the tracks recon used (the rest are too short: listed as unused).
     truth, pred = scene.is_dynamic & rec.used, rec.is_dynamic
     f1 = 2 * (truth & pred).sum() / max(truth.sum() + pred.sum(), 1)
-    dyn_err = np.nan
-    ok = rec.registered
-    if ok.sum() >= 3 and rec.status.cameras == "solved":
-        # Orientations and centres: a pan then walk has nearly collinear centres, which alone leave the
-        # rotation about their line free.
-        s, R, t = align_poses(rec.cam_from_world[ok], scene.cam_from_world[ok])
-        world = s * rec.trajectories @ R.T + t
-        both = truth & pred
-        err = np.linalg.norm(world[:, both] - scene.trajectories[:, both], axis=-1)
-        if np.isfinite(err).any():
-            dyn_err = float(np.nanmedian(err)) / extent
-    return {
+    # Orientations and centres: a pan then walk has nearly collinear centres, which alone leave the
+    # rotation about their line free.
+    err = _point_errors(rec, scene)
+    both = truth & pred
+    dyn_err = float(np.nanmedian(err[both])) if np.isfinite(err[both]).any() else np.nan
+    out = {
         "cameras": rec.status.cameras,
         "registered": f"{rec.status.registered[0]}/{rec.status.registered[1]}",
         "unused": int((~rec.used).sum()),
@@ -75,6 +115,66 @@ def evaluate_scene(scene, noise: float, flip: float, seed: int = 0, mapper: str 
         "dyn_err_pct": 100 * dyn_err,
         "seconds": seconds,
     }
+    if movers:
+        out["movers"] = moving_points(scene, tracks, vis, rec, err, rng, mapper)
+    return out
+
+
+def moving_points(scene, tracks, vis, rec_metric, err_metric, rng, mapper) -> dict:
+    """Per kind of mover and depth condition: the moving points' errors (and, without depth, the
+    fallback's error and the reliabilities); per condition, the tracks' errors and reliabilities."""
+    W, H = scene.config.width, scene.config.height
+    kinds = scene.object_motion[scene.object_id]
+    recs = {"metric": (rec_metric, err_metric)}
+    for cond in ("none", "affine_disparity"):
+        depth = None if cond == "none" else relative_disparity(scene.depth, rng)
+        opts = recon.ReconOptions(mapper=mapper, depth_kind="metric" if cond == "none" else cond)
+        rec = recon.reconstruct(tracks, vis, (W, H), depth=depth, options=opts)
+        recs[cond] = (rec, _point_errors(rec, scene))
+    rec0 = recs["none"][0]
+    fallback = np.full(len(kinds), np.nan)
+    if rec0.status.cameras == "solved":
+        ok = rec0.registered
+        s, R, t = align_poses(rec0.cam_from_world[ok], scene.cam_from_world[ok])
+        mean = s * hovering(tracks, vis & rec0.used[None], rec0.K[0], rec0.cam_from_world) @ R.T + t
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            fallback = np.nanmedian(np.linalg.norm(mean - scene.trajectories, axis=-1), axis=0) / scene.scene_extent
+    out = {"kinds": {}, "tracks": {}}
+    for cond, (rec, err) in recs.items():
+        use = rec.used & np.isfinite(err)
+        out["tracks"][cond] = (err[use], rec.reliability[use])
+    for k in sorted(set(kinds[scene.is_dynamic])):
+        row = {}
+        for cond, (rec, err) in recs.items():
+            sel = (kinds == k) & scene.is_dynamic & rec.is_dynamic
+            row[cond] = err[sel]
+            if cond == "none":
+                row["fallback"] = fallback[sel]
+                row["reliability"] = rec.reliability[sel]
+        out["kinds"][k] = row
+    return out
+
+
+def print_movers(tier: str, rows: list[dict]) -> None:
+    """The moving-points table of one tier (from the scenes' ``moving_points``)."""
+    print(f"\n{tier}: moving points in 3D (median error, % of the extent; reliability without depth)")
+    print(f"{'kind':10s}{'points':>7}{'none':>8}{'aff.disp':>9}{'metric':>8}{'fallback':>9}{'reliab.':>8}")
+    kinds = sorted({k for r in rows for k in r["kinds"]})
+    for k in kinds:
+        cat = {c: np.concatenate([r["kinds"][k][c] for r in rows if k in r["kinds"]])
+               for c in (*DEPTH_CONDITIONS, "fallback", "reliability")}
+        med = {c: 100 * np.nanmedian(v) if np.isfinite(v).any() else np.nan for c, v in cat.items()}
+        rel = np.mean(cat["reliability"]) if len(cat["reliability"]) else np.nan
+        print(f"{k:10s}{len(cat['none']):>7}{med['none']:>8.3f}{med['affine_disparity']:>9.3f}{med['metric']:>8.3f}"
+              f"{med['fallback']:>9.3f}{rel:>8.2f}")
+    rho = []
+    for c in DEPTH_CONDITIONS:
+        err = np.concatenate([r["tracks"][c][0] for r in rows])
+        rel = np.concatenate([r["tracks"][c][1] for r in rows])
+        rho.append(spearmanr(rel, -err).statistic if len(err) > 2 else np.nan)
+    print(f"{'Spearman(reliability, -error), all used tracks':46s}" + "".join(f"{c}: {v:.2f}  " for c, v in
+                                                                              zip(DEPTH_CONDITIONS, rho)))
 
 
 def _row(name: str, r: dict, c: dict | None) -> str:
@@ -102,6 +202,8 @@ def main(argv=None) -> None:
     ap.add_argument("--mapper", choices=("incremental", "global"), default="incremental",
                     help="COLMAP mapper of recon.reconstruct (ReconOptions.mapper)")
     ap.add_argument("--no-colmap", action="store_true", help="skip COLMAP's SIFT pipeline")
+    ap.add_argument("--no-movers", action="store_true", help="skip the moving-points table (two more "
+                    "reconstructions per scene: without depth and with affine_disparity depth)")
     ap.add_argument("--colmap-threads", type=int, default=2, help="CPU threads of COLMAP's pipeline")
     args = ap.parse_args(argv)
     logging.getLogger("recon").setLevel(logging.WARNING)
@@ -117,12 +219,13 @@ def main(argv=None) -> None:
         head += f"  |{'COLMAP':>7}{'ATE %':>8}{'RPE':>8}{'s':>7}"
     print(head)
     keys = ("ate_pct", "rpe_deg", "f1", "dyn_err_pct", "seconds")
+    mover_rows = {}
     for tier in args.tiers:
         rows, crows = [], []
         extra = {} if args.dynamic_fraction is None else {"dynamic_point_fraction": args.dynamic_fraction}
         scenes = synthetic.recon_scenes([tier], args.scenes, num_points=args.points, **extra)
         for scene in scenes:
-            r = evaluate_scene(scene, args.noise, args.flip, mapper=args.mapper)
+            r = evaluate_scene(scene, args.noise, args.flip, mapper=args.mapper, movers=not args.no_movers)
             c = None if args.no_colmap else evaluate_colmap(scene, args.colmap_threads)
             rows.append(r)
             crows += [c] if c else []
@@ -136,6 +239,10 @@ def main(argv=None) -> None:
             reg = sum(c["registered"] for c in crows) / sum(c["total"] for c in crows)
             cmean["frames"] = f"{100 * reg:.0f}%"
         print(_row(f"{tier} mean", mean, cmean))
+        if not args.no_movers:
+            mover_rows[tier] = [r["movers"] for r in rows]
+    for tier, mrows in mover_rows.items():
+        print_movers(tier, mrows)
     if args.cost:
         cost_series(args.cost, args.cost_points, args.noise, args.flip, args.mapper)
 
