@@ -16,6 +16,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+
+from tests.track3d.test_cli import _write_video
 import torch
 
 transformers = pytest.importorskip("transformers", reason="the 'depth' extra (pip install track3d[depth])")
@@ -48,16 +50,6 @@ def _tiny_depth_anything(folder: Path, metric: bool = False) -> Path:
         "keep_aspect_ratio": True, "ensure_multiple_of": 14, "do_normalize": True,
         "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}))
     return folder
-
-
-def _write_video(path: Path, frames: np.ndarray, fps=10) -> Path:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        for f in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        container.mux(stream.encode())
-    return path
 
 
 @pytest.fixture(scope="module")
