@@ -31,9 +31,12 @@ points (% of the extent; points moving in truth and in the reconstruction)
 without depth, with ``affine_disparity`` depth (the rendered depth as inverse
 depth with a random scale and shift per frame and 2% noise per pixel) and with
 metric depth; the triangulated-mean fallback's error (:func:`recon.dynamic.hovering`)
-without depth; the mean reliability without depth; and per tier, the Spearman
-rank correlation between reliability and minus the error over every used track
-(static and moving) in each condition.
+without depth; without depth, the error and mean reliability of the rigid movers
+whose scale a prior decided (``status.moving_groups``) and of the other points;
+and per tier, the Spearman rank correlation between reliability and minus the
+relative error (3D error over the true distance to the camera: what reliability
+predicts, :func:`recon.dynamic.reliability_from_error`), over the moving points
+and over every used track (static and moving), in each condition.
 
     python benchmarks/reconstruction.py --tiers movers_3d --no-colmap --cost
 """
@@ -73,17 +76,30 @@ def relative_disparity(depth: np.ndarray, rng: np.random.Generator, noise: float
     return (a * inv * (1 + noise * rng.standard_normal(depth.shape)) + b).astype(np.float32)
 
 
-def _point_errors(rec, scene) -> np.ndarray:
-    """``(N,)`` median over frames of each track's 3D error / extent (NaN where never placed)."""
+def _point_errors(rec, scene, relative: bool = False) -> np.ndarray:
+    """``(N,)`` median over frames of each track's 3D error / extent (NaN where never placed); with
+    ``relative``, of its error / its true distance to the camera (what reliability predicts)."""
     ok = rec.registered
     err = np.full(len(rec.used), np.nan)
     if ok.sum() < 3 or rec.status.cameras != "solved":
         return err
     s, R, t = align_poses(rec.cam_from_world[ok], scene.cam_from_world[ok])
     world = s * rec.trajectories @ R.T + t
+    dist = np.linalg.norm(world - scene.trajectories, axis=-1)
+    if relative:
+        centres = -np.einsum("tji,tj->ti", scene.cam_from_world[:, :3, :3], scene.cam_from_world[:, :3, 3])
+        dist = dist / np.linalg.norm(scene.trajectories - centres[:, None], axis=-1)
+    else:
+        dist = dist / scene.scene_extent
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmedian(np.linalg.norm(world - scene.trajectories, axis=-1), axis=0) / scene.scene_extent
+        return np.nanmedian(dist, axis=0)
+
+
+def _decided(rec) -> np.ndarray:
+    """``(N,)`` bool: the track belongs to a rigid mover whose scale a prior (or depth) decided."""
+    decided = {g["group"] for g in rec.status.moving_groups if g["decided"]}
+    return np.isin(rec.groups, list(decided)) & np.isin(rec.moving_kind, ["rigid", "depth"])
 
 
 def evaluate_scene(scene, noise: float, flip: float, seed: int = 0, mapper: str = "incremental",
@@ -142,8 +158,12 @@ def moving_points(scene, tracks, vis, rec_metric, err_metric, rng, mapper) -> di
             fallback = np.nanmedian(np.linalg.norm(mean - scene.trajectories, axis=-1), axis=0) / scene.scene_extent
     out = {"kinds": {}, "tracks": {}}
     for cond, (rec, err) in recs.items():
-        use = rec.used & np.isfinite(err)
-        out["tracks"][cond] = (err[use], rec.reliability[use])
+        rel_err = _point_errors(rec, scene, relative=True)
+        use = rec.used & np.isfinite(rel_err)
+        moving = use & scene.is_dynamic & rec.is_dynamic
+        out["tracks"][cond] = {"all": (rel_err[use], rec.reliability[use]),
+                               "moving": (rel_err[moving], rec.reliability[moving])}
+    decided = _decided(rec0)
     for k in sorted(set(kinds[scene.is_dynamic])):
         row = {}
         for cond, (rec, err) in recs.items():
@@ -152,29 +172,37 @@ def moving_points(scene, tracks, vis, rec_metric, err_metric, rng, mapper) -> di
             if cond == "none":
                 row["fallback"] = fallback[sel]
                 row["reliability"] = rec.reliability[sel]
+                row["decided"] = decided[sel]
         out["kinds"][k] = row
     return out
 
 
 def print_movers(tier: str, rows: list[dict]) -> None:
     """The moving-points table of one tier (from the scenes' ``moving_points``)."""
-    print(f"\n{tier}: moving points in 3D (median error, % of the extent; reliability without depth)")
-    print(f"{'kind':10s}{'points':>7}{'none':>8}{'aff.disp':>9}{'metric':>8}{'fallback':>9}{'reliab.':>8}")
+    print(f"\n{tier}: moving points in 3D (median error, % of the extent; without depth also split into rigid "
+          "movers whose scale was decided and the others, with their mean reliability)")
+    print(f"{'kind':10s}{'points':>7}{'none':>8}{'aff.disp':>9}{'metric':>8}{'fallback':>9}"
+          f"{'decided':>9}{'error':>7}{'reliab.':>8}{'others':>8}{'error':>7}{'reliab.':>8}")
     kinds = sorted({k for r in rows for k in r["kinds"]})
     for k in kinds:
         cat = {c: np.concatenate([r["kinds"][k][c] for r in rows if k in r["kinds"]])
-               for c in (*DEPTH_CONDITIONS, "fallback", "reliability")}
+               for c in (*DEPTH_CONDITIONS, "fallback", "reliability", "decided")}
         med = {c: 100 * np.nanmedian(v) if np.isfinite(v).any() else np.nan for c, v in cat.items()}
-        rel = np.mean(cat["reliability"]) if len(cat["reliability"]) else np.nan
-        print(f"{k:10s}{len(cat['none']):>7}{med['none']:>8.3f}{med['affine_disparity']:>9.3f}{med['metric']:>8.3f}"
-              f"{med['fallback']:>9.3f}{rel:>8.2f}")
-    rho = []
-    for c in DEPTH_CONDITIONS:
-        err = np.concatenate([r["tracks"][c][0] for r in rows])
-        rel = np.concatenate([r["tracks"][c][1] for r in rows])
-        rho.append(spearmanr(rel, -err).statistic if len(err) > 2 else np.nan)
-    print(f"{'Spearman(reliability, -error), all used tracks':46s}" + "".join(f"{c}: {v:.2f}  " for c, v in
-                                                                              zip(DEPTH_CONDITIONS, rho)))
+        line = (f"{k:10s}{len(cat['none']):>7}{med['none']:>8.3f}{med['affine_disparity']:>9.3f}{med['metric']:>8.3f}"
+                f"{med['fallback']:>9.3f}")
+        for part in (cat["decided"], ~cat["decided"]):
+            err, rel = cat["none"][part], cat["reliability"][part]
+            e = 100 * np.nanmedian(err) if np.isfinite(err).any() else np.nan
+            line += f"{int(part.sum()):>9}{e:>7.3f}{np.mean(rel) if len(rel) else np.nan:>8.2f}"
+        print(line)
+    for which, label in (("moving", "moving points"), ("all", "all used tracks")):
+        rho = []
+        for c in DEPTH_CONDITIONS:
+            err = np.concatenate([r["tracks"][c][which][0] for r in rows])
+            rel = np.concatenate([r["tracks"][c][which][1] for r in rows])
+            rho.append(spearmanr(rel, -err).statistic if len(err) > 2 else np.nan)
+        print(f"Spearman(reliability, -relative error), {label:16s}" + "".join(
+            f"{c}: {v:.2f}  " for c, v in zip(DEPTH_CONDITIONS, rho)))
 
 
 def _row(name: str, r: dict, c: dict | None) -> str:

@@ -339,6 +339,18 @@ def _floor_bound(C: np.ndarray, D: np.ndarray, floor) -> float:
 # --------------------------------------------------------------------------
 
 
+def _depth_spread(depth_map: np.ndarray, xy: np.ndarray, image_size: tuple[int, int], alignment: DepthAlignment,
+                  t: int, radius: float) -> float:
+    """Largest relative change of the aligned depth within ``radius`` px of ``xy`` (four samples):
+    large on a depth edge, where a track's depth can come from either side."""
+    offsets = np.array([[0, 0], [radius, 0], [-radius, 0], [0, radius], [0, -radius]])
+    z = depth_at(sample(depth_map, xy[None] + offsets, image_size), alignment, t)
+    if not np.isfinite(z[0]):
+        return np.nan
+    others = z[1:][np.isfinite(z[1:])]
+    return float(np.max(np.abs(others / z[0] - 1))) if len(others) else np.nan
+
+
 def _on_rays(X: np.ndarray, C: np.ndarray, r: np.ndarray) -> np.ndarray:
     """``X`` ``(F, 3)`` moved to the closest point of each ray ``C + l r`` (``l`` kept positive)."""
     lam = np.einsum("fi,fi->f", X - C, r)
@@ -550,6 +562,8 @@ def lift_moving(tracks: np.ndarray, vis: np.ndarray, K: np.ndarray, cam_from_wor
                     z[i] = depth_at(sample(depth[t], tracks[t, n][None], image_size), alignment, t)[0]
             ok = np.isfinite(z)
             if ok.sum() >= max(1, 0.5 * len(f)):
+                edge = np.array([_depth_spread(depth[t], tracks[t, n], image_size, alignment, t, 2 * pixel_scale)
+                                 for t in f])
                 # Outliers against neighbouring frames (a map wrong on the mover's edge) -> their median.
                 zf = z.copy()
                 for i in range(len(f)):
@@ -562,8 +576,12 @@ def lift_moving(tracks: np.ndarray, vis: np.ndarray, K: np.ndarray, cam_from_wor
                 ray_z = (np.einsum("fij,fj->fi", cam_from_world[f, :3, :3], r))[:, 2]
                 X = C + (zf / np.maximum(ray_z, 1e-9))[:, None] * r
                 trajectories[f[good], n] = X[good]
-                res = np.nanmedian(alignment.residual[f[good]]) if good.any() else np.nan
-                reliability[n] = reliability_from_error(1.5 * res) * good.mean() if good.any() else 0.0
+                # Predicted error per frame: the map's misfit to the static points, how much the map
+                # changes within 2 px (a point on a depth edge can take either side's depth) and how far
+                # the frame's depth was from its neighbours' (replaced above when over 15%).
+                jump = np.where(np.isfinite(z) & np.isfinite(zf), np.abs(z / zf - 1), 0.15)
+                e = np.sqrt(np.nan_to_num(alignment.residual[f], nan=0.05) ** 2 + np.nan_to_num(edge, nan=0.15) ** 2 + jump ** 2)
+                reliability[n] = reliability_from_error(1.5 * np.nanmedian(e[good])) * good.mean() if good.any() else 0.0
                 kind[n] = "depth"
                 continue
         if len(f) < 2:
