@@ -33,6 +33,7 @@ depth with a random scale and shift per frame and 2% noise per pixel) and with
 metric depth; the triangulated-mean fallback's error (:func:`recon.dynamic.hovering`)
 without depth; without depth, the error and mean reliability of the rigid movers
 whose scale a prior decided (``status.moving_groups``) and of the other points;
+the points of movers taken as static (output as still points) and their error;
 and per tier, the Spearman rank correlation between reliability and minus the
 relative error (3D error over the true distance to the camera: what reliability
 predicts, :func:`recon.dynamic.reliability_from_error`), over the moving points
@@ -173,6 +174,8 @@ def moving_points(scene, tracks, vis, rec_metric, err_metric, rng, mapper) -> di
                 row["fallback"] = fallback[sel]
                 row["reliability"] = rec.reliability[sel]
                 row["decided"] = decided[sel]
+                # Moving in truth, taken as static: they are output as still points.
+                row["as_static"] = err[(kinds == k) & scene.is_dynamic & rec.used & ~rec.is_dynamic]
         out["kinds"][k] = row
     return out
 
@@ -182,11 +185,11 @@ def print_movers(tier: str, rows: list[dict]) -> None:
     print(f"\n{tier}: moving points in 3D (median error, % of the extent; without depth also split into rigid "
           "movers whose scale was decided and the others, with their mean reliability)")
     print(f"{'kind':10s}{'points':>7}{'none':>8}{'aff.disp':>9}{'metric':>8}{'fallback':>9}"
-          f"{'decided':>9}{'error':>7}{'reliab.':>8}{'others':>8}{'error':>7}{'reliab.':>8}")
+          f"{'decided':>9}{'error':>7}{'reliab.':>8}{'others':>8}{'error':>7}{'reliab.':>8}{'static':>8}{'error':>7}")
     kinds = sorted({k for r in rows for k in r["kinds"]})
     for k in kinds:
         cat = {c: np.concatenate([r["kinds"][k][c] for r in rows if k in r["kinds"]])
-               for c in (*DEPTH_CONDITIONS, "fallback", "reliability", "decided")}
+               for c in (*DEPTH_CONDITIONS, "fallback", "reliability", "decided", "as_static")}
         med = {c: 100 * np.nanmedian(v) if np.isfinite(v).any() else np.nan for c, v in cat.items()}
         line = (f"{k:10s}{len(cat['none']):>7}{med['none']:>8.3f}{med['affine_disparity']:>9.3f}{med['metric']:>8.3f}"
                 f"{med['fallback']:>9.3f}")
@@ -194,7 +197,7 @@ def print_movers(tier: str, rows: list[dict]) -> None:
             err, rel = cat["none"][part], cat["reliability"][part]
             e = 100 * np.nanmedian(err) if np.isfinite(err).any() else np.nan
             line += f"{int(part.sum()):>9}{e:>7.3f}{np.mean(rel) if len(rel) else np.nan:>8.2f}"
-        print(line)
+        print(line + f"{len(cat['as_static']):>8}{med['as_static']:>7.3f}")
     for which, label in (("moving", "moving points"), ("all", "all used tracks")):
         rho = []
         for c in DEPTH_CONDITIONS:

@@ -81,6 +81,22 @@ def test_without_depth_moving_points_rank_by_reliability(moving):
 
     ok = rec.used & np.isfinite(err)
     assert spearmanr(rec.reliability[ok], -err[ok]).statistic >= 0.5
+    # Static points alone: reliability predicts the error relative to the distance to the camera.
+    centres = camera_centres(moving.cam_from_world)
+    rel = np.nanmedian(np.linalg.norm(s * rec.trajectories @ R.T + t - moving.trajectories, axis=-1)
+                       / np.linalg.norm(moving.trajectories - centres[:, None], axis=-1), axis=0)
+    st = ok & ~rec.is_dynamic & ~moving.is_dynamic & np.isfinite(rel)
+    assert spearmanr(rec.reliability[st], -rel[st]).statistic >= 0.5
+
+
+def test_triangulation_error_worked_by_hand():
+    from recon.pipeline import triangulation_error
+
+    # 0.5 px on a 500 px focal length is 1 mrad; rays 0.1 rad (5.73 degrees) apart: 1% along the rays.
+    e = triangulation_error(np.array([0.5, 0.2, np.nan]), np.array([np.degrees(0.1)] * 3), 500.0, noise_px=0.5)
+    assert np.allclose(e[:2], 0.01)  # below the noise floor, the floor counts
+    assert np.isinf(e[2])  # no error measured: nothing known
+    assert np.allclose(recon.dynamic.reliability_from_error(e), [2 / 3, 2 / 3, 0])
 
 
 def test_depth_maps_at_another_resolution_and_relative_kinds(moving):
