@@ -408,7 +408,19 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
             # Without parallax (rays within a degree) only a track that follows the camera's rotation closely
             # (within half the threshold) is taken back as static.
             fits = selected & np.isfinite(point_error) & (point_error <= np.where(angle >= 1.0, 1.0, 0.5) * reproj_thr)
-            new_dynamic = (is_dynamic | moving) & ~fits
+            # Tracks that fit but whose two halves triangulate apart, among neighbours that do the same: a
+            # mover sliding along the epipolar lines (which bends the cameras when taken as static).
+            noise = float(np.median(point_error[fits])) if fits.any() else 0.5 * px
+            split = separation.split_consistency(tracks, vis, K, cam_from_world, fits, max(noise, 0.1 * px))
+            local = separation.neighbourhood_median(tracks, vis, fits, split)
+            drifting = fits & (split > separation.SPLIT_THRESHOLD) & (local > separation.SPLIT_THRESHOLD)
+            if drifting.sum() < 8 or drifting.sum() > 0.5 * fits.sum():
+                drifting[:] = False  # a few tracks, or the static scene's majority: not a mover
+            elif drifting.any():
+                status.note(f"{int(drifting.sum())} track(s) reproject within the threshold but their halves "
+                            f"triangulate over {separation.SPLIT_THRESHOLD:g} standard errors apart, like their "
+                            "neighbours': taken as moving")
+            new_dynamic = (is_dynamic | moving | drifting) & ~(fits & ~drifting)
             new_static = selected & ~new_dynamic & np.isfinite(points).all(1)
             changed = int((new_static != static).sum())
             is_dynamic, static = new_dynamic, new_static
@@ -456,7 +468,7 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
     moving_tracks = selected & is_dynamic
     K_all = np.broadcast_to(K, (T, 3, 3)).copy()
     moving_kind = np.full(N, "", dtype=object)
-    final_groups = _final_groups(groups, selected, is_dynamic)
+    final_groups = _final_groups(groups, selected, is_dynamic, tracks, vis, (W, H), epi_thr, opts.seed)
     if registered.any() and np.isfinite(K).all():
         alignment = None
         if depth is not None and status.cameras == "solved":
@@ -524,13 +536,23 @@ def triangulation_error(error_px: np.ndarray, angle_deg: np.ndarray, focal: floa
     return sigma / np.radians(np.maximum(angle_deg, 0.01))
 
 
-def _final_groups(groups: np.ndarray, selected: np.ndarray, is_dynamic: np.ndarray) -> np.ndarray:
-    """Rigid groups after separation: static tracks 0, moving tracks their moving group (or -1 when
-    the grouping had put them with the static scene or in no group), unused tracks -1."""
+def _final_groups(groups: np.ndarray, selected: np.ndarray, is_dynamic: np.ndarray, tracks: np.ndarray | None = None,
+                  vis: np.ndarray | None = None, image_size: tuple[int, int] | None = None, threshold: float = 2.0,
+                  seed: int = 0) -> np.ndarray:
+    """Rigid groups after separation: static tracks 0, moving tracks their moving group, unused tracks -1.
+    Moving tracks that the first grouping had put with the static scene (separation found them
+    later) are grouped again among themselves (given ``tracks``): their groups are numbered after
+    the others; tracks in no group stay -1."""
     out = np.full(len(groups), -1)
     out[selected & ~is_dynamic] = 0
     moving = selected & is_dynamic & (groups >= 1)
     out[moving] = groups[moving]
+    rest = selected & is_dynamic & (groups == 0)
+    if tracks is not None and rest.sum() >= 12:
+        again, _ = separation.rigid_groups(tracks, vis, rest, image_size=image_size, threshold=threshold, seed=seed)
+        first = max(int(out.max()), 0) + 1
+        for k, g in enumerate(sorted(set(again[rest & (again >= 0)].tolist()))):
+            out[rest & (again == g)] = first + k
     return out
 
 
