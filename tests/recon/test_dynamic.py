@@ -147,3 +147,16 @@ def test_non_rigid_points_beat_the_triangulated_mean(scene):
     err_mean = np.nanmedian(np.linalg.norm(mean - truth, axis=-1), axis=0) / extent(truth, poses)
     assert np.isfinite(err[cloth]).all()
     assert np.median(err[cloth]) <= np.median(err_mean[cloth])
+
+
+def test_same_shape_tells_a_structure_from_its_mirror_image():
+    rng = np.random.default_rng(3)
+    Y = _box(rng, 40, np.array([0.5, 0.3, 0.2]))
+    R = _rot_z(0.7)
+    moved = 2.5 * Y @ R.T + np.array([1.0, -2.0, 0.5]) + rng.normal(0, 0.005, Y.shape)
+    assert dynamic._same_shape(Y, moved)
+    mirrored = moved * np.array([1, 1, -1.0])  # the relief reversed
+    assert not dynamic._same_shape(Y, mirrored)
+    few = np.full_like(Y, np.nan)
+    few[:3] = mirrored[:3]
+    assert dynamic._same_shape(Y, few)  # under 4 common points: nothing to tell them apart
