@@ -487,6 +487,18 @@ SPLIT_THRESHOLD = 3.0
 neighbours in the image that do the same, moves (:func:`split_consistency`)."""
 
 
+def _spread(centres: np.ndarray) -> float:
+    """Largest distance of camera centres ``(V, 3)`` from their mean."""
+    return float(np.linalg.norm(centres - centres.mean(0), axis=1).max())
+
+
+def _largest_angle(centres: np.ndarray, X: np.ndarray) -> float:
+    """Largest angle (radians) between the rays from ``centres`` ``(V, 3)`` to ``X``."""
+    rays = X - centres
+    rays = rays / np.maximum(np.linalg.norm(rays, axis=1, keepdims=True), 1e-12)
+    return float(np.arccos(np.clip(rays @ rays.T, -1, 1)).max())
+
+
 def split_consistency(
     tracks: np.ndarray,
     visibility: np.ndarray,
@@ -495,6 +507,7 @@ def split_consistency(
     tracks_to_score: np.ndarray,
     noise_px: float,
     min_views: int = 8,
+    min_baseline: float = 0.2,
 ) -> np.ndarray:
     """How far apart the first and the second half of each track triangulate.
 
@@ -503,12 +516,16 @@ def split_consistency(
     point, yet its two halves land apart: it moved between them. Each half's
     uncertainty along its rays is its distance times the angular noise
     (``noise_px`` over the focal length) over the largest angle between its rays.
+    A track one of whose halves was seen by a camera that hardly moved (its
+    centres spread under ``min_baseline`` times the whole track's: a pan before a
+    walk) is not scored.
 
     Args:
         tracks, visibility: as above; K: ``(3, 3)``; cam_from_world: ``(T, 4, 4)`` (NaN: unsolved).
         tracks_to_score: ``(N,)`` bool.
         noise_px: the tracks' noise, px.
         min_views: fewer registered visible views leave a track unscored.
+        min_baseline: see above.
 
     Returns:
         ``(N,)``: distance between the halves' points over its standard error (NaN if unscored).
@@ -522,11 +539,8 @@ def split_consistency(
     out = np.full(N, np.nan)
 
     def sigma(views, X):
-        rays = X - centres[views]
-        dist = np.linalg.norm(rays, axis=1)
-        rays = rays / dist[:, None]
-        angle = np.arccos(np.clip(rays @ rays.T, -1, 1)).max()
-        return float(np.median(dist)) * angular / max(angle, 1e-3)
+        dist = np.linalg.norm(X - centres[views], axis=1)
+        return float(np.median(dist)) * angular / max(_largest_angle(centres[views], X), 1e-3)
 
     for n in np.flatnonzero(tracks_to_score):
         views = np.flatnonzero(visibility[:, n] & solved)
@@ -537,6 +551,10 @@ def split_consistency(
         A = triangulate_dlt(tracks[a, n].astype(np.float64), P[a])
         B = triangulate_dlt(tracks[b, n].astype(np.float64), P[b])
         if not (np.isfinite(A).all() and np.isfinite(B).all()):
+            continue
+        # A half whose camera hardly moved (a pan before a walk) can land anywhere, on the camera
+        # centre included, where its own rays look well separated: such a track is unscored.
+        if min(_spread(centres[a]), _spread(centres[b])) < min_baseline * _spread(centres[views]):
             continue
         out[n] = float(np.linalg.norm(A - B) / np.hypot(sigma(a, A), sigma(b, B)))
     return out

@@ -120,6 +120,10 @@ class Result:
                                           held fixed), identity (still), none
     ``groups``        (N,)        int64   rigid motion group: 0 the static scene,
                                           1, 2, ... rigid movers, -1 none
+    ``moving_kind``   (N,)        str     how each moving point was placed in
+                                          3D: rigid, depth, carried, line,
+                                          hovering ("" for the others; see
+                                          ``recon.dynamic``)
     ================= =========== ======= ======================================
 
     World units are those of the reconstruction (arbitrary scale without
