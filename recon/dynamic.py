@@ -42,8 +42,9 @@ structure could not be solved): three estimates, each reprojecting exactly
   (:func:`common_direction`), each frame's displacement along it by
   ridge-regularised least squares; used where it explains at least twice what
   noise gives;
-* *carried*: its neighbours in the image belong to a solved rigid mover: it
-  takes the depth of those neighbours.
+* *carried*: its neighbours in the image belong to a decided rigid mover and,
+  fixed in that mover's frame, it reprojects within the noise: it is placed as
+  one of the mover's points (a track the mover's structure missed).
 
 Carried points need most of their image neighbours on one decided mover and
 rays that scatter about their intersection by more than the noise.
@@ -64,7 +65,7 @@ import numpy as np
 
 from recon import colmap
 from recon.depth import DepthAlignment, depth_at, sample
-from recon.geometry import camera_centres, umeyama
+from recon.geometry import camera_centres, triangulate_dlt, umeyama
 
 logger = logging.getLogger(__name__)
 
@@ -517,6 +518,7 @@ def lift_moving(tracks: np.ndarray, vis: np.ndarray, K: np.ndarray, cam_from_wor
     rigid_done = np.zeros(N, bool)
     group_depth = np.full((T, N), np.nan)  # camera z of rigid points, for carried neighbours
     decided_group = np.zeros(N, bool)
+    carriers = {}  # decided group -> (cam_from_object at unit scale (T, 4, 4), scale)
     for g in sorted(set(groups[moving & (groups >= 1)].tolist())):
         members = np.flatnonzero(moving & (groups == g))
         info = GroupScale(group=int(g), tracks=len(members))
@@ -579,6 +581,7 @@ def lift_moving(tracks: np.ndarray, vis: np.ndarray, K: np.ndarray, cam_from_wor
         group_depth[:, members] = gd
         if info.decided:
             decided_group[members[placed]] = True
+            carriers[int(g)] = (pose, s)
 
     # Non-rigid points (and rigid-group tracks the structure did not place).
     rest = np.flatnonzero(moving & ~rigid_done)
@@ -651,20 +654,23 @@ def lift_moving(tracks: np.ndarray, vis: np.ndarray, K: np.ndarray, cam_from_wor
                 if len(pairs) >= 0.6 * 5 * len(f):
                     carried = g
         if carried is not None and scatter > 3 * noise_px / K[0, 0]:
-            zc = np.full(len(f), np.nan)
-            for i, t in enumerate(f):
-                cand = np.flatnonzero(near & (groups == carried) & np.isfinite(group_depth[t]))
-                if len(cand) >= 3:
-                    d2 = np.linalg.norm(tracks[t, cand] - tracks[t, n], axis=1)
-                    zc[i] = np.median(group_depth[t, cand[np.argsort(d2)[:5]]])
-            good = np.isfinite(zc)
-            if good.sum() >= 0.5 * len(f):
-                ray_z = (np.einsum("fij,fj->fi", cam_from_world[f, :3, :3], r))[:, 2]
-                X = C + (zc / np.maximum(ray_z, 1e-9))[:, None] * r
-                trajectories[f[good], n] = X[good]
-                reliability[n] = 0.8 * carrier_rel.get(carried, 0.0) * good.mean()
-                kind[n] = "carried"
-                continue
+            # Carried only if it moves with the mover: fixed in the mover's frame, it reprojects
+            # within the noise (a cloth behind a box in the image does not).
+            pose, s_c = carriers[carried]
+            fo = f[np.isfinite(pose[f]).all(axis=(1, 2))]
+            if len(fo) >= max(3, 0.5 * len(f)):
+                P = np.einsum("ij,tjk->tik", K, pose[fo, :3])
+                Y = triangulate_dlt(tracks[fo, n].astype(np.float64), P)
+                cam = np.einsum("tij,j->ti", pose[fo, :3, :3], Y) + pose[fo, :3, 3]
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    xy = cam[:, :2] / cam[:, 2:] * K[[0, 1], [0, 1]] + K[:2, 2]
+                error = np.median(np.linalg.norm(xy - tracks[fo, n], axis=1))
+                if np.isfinite(Y).all() and (cam[:, 2] > 0).all() and error <= 2.5 * noise_px:
+                    world = np.einsum("tji,tj->ti", cam_from_world[fo, :3, :3], cam)
+                    trajectories[fo, n] = C_all[fo] + s_c * world
+                    reliability[n] = carrier_rel.get(carried, 0.0) * len(fo) / len(f)
+                    kind[n] = "carried"
+                    continue
         if X0 is None:
             continue
         trajectories[f, n] = _on_rays(np.broadcast_to(X0, C.shape), C, r)
