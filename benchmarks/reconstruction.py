@@ -37,7 +37,8 @@ the points of movers taken as static (output as still points) and their error;
 and per tier, the Spearman rank correlation between reliability and minus the
 relative error (3D error over the true distance to the camera: what reliability
 predicts, :func:`recon.dynamic.reliability_from_error`), over the moving points
-and over every used track (static and moving), in each condition.
+and over every used track (static and moving), in each condition; and the same
+over all tiers together.
 
     python benchmarks/reconstruction.py --tiers movers_3d --no-colmap --cost
 """
@@ -198,6 +199,12 @@ def print_movers(tier: str, rows: list[dict]) -> None:
             e = 100 * np.nanmedian(err) if np.isfinite(err).any() else np.nan
             line += f"{int(part.sum()):>9}{e:>7.3f}{np.mean(rel) if len(rel) else np.nan:>8.2f}"
         print(line + f"{len(cat['as_static']):>8}{med['as_static']:>7.3f}")
+    print_spearman(rows)
+
+
+def print_spearman(rows: list[dict]) -> None:
+    """Spearman correlation of reliability with minus the relative error, per depth condition, over
+    the moving points and over all used tracks of the scenes' ``moving_points``."""
     for which, label in (("moving", "moving points"), ("all", "all used tracks")):
         rho = []
         for c in DEPTH_CONDITIONS:
@@ -274,6 +281,9 @@ def main(argv=None) -> None:
             mover_rows[tier] = [r["movers"] for r in rows]
     for tier, mrows in mover_rows.items():
         print_movers(tier, mrows)
+    if len(mover_rows) > 1:
+        print("\nall tiers together:")
+        print_spearman([r for mrows in mover_rows.values() for r in mrows])
     if args.cost:
         cost_series(args.cost, args.cost_points, args.noise, args.flip, args.mapper)
 

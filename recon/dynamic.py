@@ -26,7 +26,9 @@ A prior is *consistent* when its residual is within ``consistency`` (1% of the
 distance by default) and it fixes the scale sharply (relative standard error
 under 5%: on ``movers_3d`` a box flying on a curve at changing speed fitted
 constant velocity within 1% with a standard error of 8%, and was 35% of the
-scene off); consistent priors that agree are averaged. The floor of the static cloud
+scene off); consistent priors that agree are averaged. The object is placed
+by them, and its scale counts as *decided* when the predicted relative error
+is under 4%. The floor of the static cloud
 bounds the scale (no point below it). Without a consistent prior the object is
 *undecided*: placed by the least-bad prior, with a low reliability.
 
@@ -51,9 +53,11 @@ rays that scatter about their intersection by more than the noise.
 
 **Depth maps** (any kind of :mod:`recon.depth`, aligned to the static points):
 a rigid mover's scale is the median over its observations of the map's depth
-over its unit depth (robust to maps that are wrong on its edges); a non-rigid
-point takes the map's depth per frame, outliers against its neighbouring frames
-replaced by their median.
+over its unit depth (robust to maps that are wrong on its edges), and each
+observation's depth is the structure's and the map's weighted by their
+variances (:func:`_fuse_depth`: exact metric maps pull towards the map, noisy
+relative ones towards the structure); a non-rigid point takes the map's depth
+per frame, outliers against its neighbouring frames replaced by their median.
 """
 
 from __future__ import annotations
@@ -287,7 +291,8 @@ def _prior_fit(A: np.ndarray, y: np.ndarray, scale: float = 1.0) -> tuple[float,
 
 def choose_scale(C: np.ndarray, Dc: np.ndarray, times: np.ndarray, up: np.ndarray,
                  floor_bound: float = np.inf, consistency: float = 0.01,
-                 max_relative_se: float = 0.05, lateral_to_depth: float = 1.0) -> tuple[float, str, bool, float, dict]:
+                 max_relative_se: float = 0.05, lateral_to_depth: float = 1.0,
+                 max_error: float = 0.04) -> tuple[float, str, bool, float, dict]:
     """The scale ``s`` of a rigid mover whose centre is ``C(t) + s Dc(t)``.
 
     Args:
@@ -297,6 +302,8 @@ def choose_scale(C: np.ndarray, Dc: np.ndarray, times: np.ndarray, up: np.ndarra
         floor_bound: the largest scale that keeps the object above the floor.
         consistency: a prior's rms residual (relative to the object's distance) must be within it.
         max_relative_se: a prior's relative standard error of the scale must be within it.
+        max_error: consistent priors whose predicted relative error is larger place the object
+            but do not count as deciding its scale.
         lateral_to_depth: ratio of the noise of ``Dc`` across the line of sight to that along it
             (a small object's distance is known less well than its direction: about its size over
             its distance); residuals are weighted accordingly (generalised least squares).
@@ -343,7 +350,8 @@ def choose_scale(C: np.ndarray, Dc: np.ndarray, times: np.ndarray, up: np.ndarra
         residual = min(good[k][2] for k in chosen)
         disagree = len(good) > len(chosen)
         error = np.hypot(rel, residual) * (3.0 if disagree else 1.0)
-        return 1 / u, "+".join(chosen), True, float(error), fits
+        # Placed by the priors either way; decided only when they fix the scale sharply.
+        return 1 / u, "+".join(chosen), bool(error <= max_error), float(error), fits
     # Undecided: the least-bad prior that puts the object in front of the camera and above the floor.
     candidates = [(v[2], 1 / v[0], k) for k, v in fits.items() if v[0] > 0]
     candidates = [(r, min(s, floor_bound), k) for r, s, k in candidates]
@@ -372,6 +380,38 @@ def _floor_bound(C: np.ndarray, D: np.ndarray, floor) -> float:
 # --------------------------------------------------------------------------
 # Non-rigid points
 # --------------------------------------------------------------------------
+
+
+def _fuse_depth(tracks, members, place, z_rigid, spread, count, depth, alignment, image_size, cam_from_world,
+                C_all, rays, trajectories, reliability, pixel_scale):
+    """A rigid mover scaled by depth maps: each observation's depth is the rigid structure's and the
+    map's, weighted by their variances (the map's: its misfit to the static points and its change
+    within 2 px; the structure's: what the spread of map over structure leaves beyond the map's
+    misfit), unless they disagree by over 3 standard deviations (the map's, on a depth edge: the
+    structure's alone); put on the viewing ray; reliability from the fused error and the scale's."""
+    T = len(tracks)
+    map_noise = max(float(np.nanmedian(alignment.residual)), 0.002) if np.isfinite(alignment.residual).any() else 0.05
+    structure = max(float(np.sqrt(max(spread ** 2 - map_noise ** 2, 0.0))), 0.25 * spread, 1e-3)
+    for i, n in enumerate(members):
+        frames = np.flatnonzero(place[:, i])
+        if len(frames) == 0:
+            continue
+        errors = []
+        for t in frames:
+            z_r = z_rigid[t, i]
+            var_r = structure ** 2
+            z = z_r
+            if alignment.aligned[t]:
+                z_m = depth_at(sample(depth[t], tracks[t, n][None], image_size), alignment, t)[0]
+                edge = _depth_spread(depth[t], tracks[t, n], image_size, alignment, t, 2 * pixel_scale)
+                var_m = float(np.nanmax([alignment.residual[t], map_noise])) ** 2 + np.nan_to_num(edge, nan=0.15) ** 2
+                if np.isfinite(z_m) and abs(z_m / z_r - 1) <= 3 * np.sqrt(var_m + var_r):
+                    z = (z_m / var_m + z_r / var_r) / (1 / var_m + 1 / var_r)
+                    var_r = 1 / (1 / var_m + 1 / var_r)
+            ray_z = (cam_from_world[t, :3, :3] @ rays[t, n])[2]
+            trajectories[t, n] = C_all[t] + z / max(ray_z, 1e-9) * rays[t, n]
+            errors.append(var_r)
+        reliability[n] = reliability_from_error(np.sqrt(np.median(errors) + spread ** 2 / count))
 
 
 def _depth_spread(depth_map: np.ndarray, xy: np.ndarray, image_size: tuple[int, int], alignment: DepthAlignment,
@@ -573,6 +613,9 @@ def lift_moving(tracks: np.ndarray, vis: np.ndarray, K: np.ndarray, cam_from_wor
         trajectories[:, members] = sub
         placed = known & place.any(0)
         reliability[members[placed]] = reliability_from_error(info.relative_error)
+        if info.prior == "depth":
+            _fuse_depth(tracks, members, place, s * cam[..., 2], spread, len(s_obs), depth, alignment, image_size,
+                        cam_from_world, C_all, rays, trajectories, reliability, pixel_scale)
         rigid_done[members[placed]] = True
         kind[members[placed]] = "rigid" if info.prior != "depth" else "depth"
         info.solved = int(placed.sum())
@@ -616,13 +659,13 @@ def lift_moving(tracks: np.ndarray, vis: np.ndarray, K: np.ndarray, cam_from_wor
                 ray_z = (np.einsum("fij,fj->fi", cam_from_world[f, :3, :3], r))[:, 2]
                 X = C + (zf / np.maximum(ray_z, 1e-9))[:, None] * r
                 trajectories[f[good], n] = X[good]
-                # Predicted error per frame: the map's misfit to the static points, how much the map
-                # changes within 2 px (a point on a depth edge can take either side's depth) and how far
-                # the frame's depth was from its neighbours' (replaced above when over 15%).
-                jump = np.where(np.isfinite(z) & np.isfinite(zf), np.abs(z / zf - 1), 0.15)
-                e = np.sqrt(np.nan_to_num(alignment.residual[f], nan=0.05) ** 2
-                            + np.nan_to_num(edge, nan=0.15) ** 2 + jump ** 2)
-                reliability[n] = (reliability_from_error(1.5 * np.nanmedian(e[good])) * good.mean()
+                # Predicted error per frame: the map's misfit to the static points and how much the map
+                # changes within 2 px (a point on a depth edge can take either side's depth); a frame
+                # whose depth was replaced by its neighbours' (over 15% off) counts 15%.
+                replaced = ~(np.isfinite(z) & np.isfinite(zf) & (np.abs(z / zf - 1) <= 0.15))
+                e = np.sqrt(np.nan_to_num(alignment.residual[f], nan=0.05) ** 2 + np.nan_to_num(edge, nan=0.15) ** 2)
+                e = np.where(replaced, np.maximum(e, 0.15), e)
+                reliability[n] = (reliability_from_error(np.nanmedian(e[good])) * good.mean()
                                   if good.any() else 0.0)
                 kind[n] = "depth"
                 continue
