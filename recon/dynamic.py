@@ -44,11 +44,12 @@ structure could not be solved): three estimates, each reprojecting exactly
   (:func:`common_direction`), each frame's displacement along it by
   ridge-regularised least squares; used where it explains at least twice what
   noise gives;
-* *carried*: its neighbours in the image belong to a decided rigid mover and,
+* *carried*: its neighbours in the image belong to a rigid mover placed by a
+  consistent prior (or depth) and,
   fixed in that mover's frame, it reprojects within the noise: it is placed as
   one of the mover's points (a track the mover's structure missed).
 
-Carried points need most of their image neighbours on one decided mover and
+Carried points need most of their image neighbours on one such mover and
 rays that scatter about their intersection by more than the noise.
 
 **Depth maps** (any kind of :mod:`recon.depth`, aligned to the static points):
@@ -557,8 +558,8 @@ def lift_moving(tracks: np.ndarray, vis: np.ndarray, K: np.ndarray, cam_from_wor
     results = []
     rigid_done = np.zeros(N, bool)
     group_depth = np.full((T, N), np.nan)  # camera z of rigid points, for carried neighbours
-    decided_group = np.zeros(N, bool)
-    carriers = {}  # decided group -> (cam_from_object at unit scale (T, 4, 4), scale)
+    decided_group = np.zeros(N, bool)  # points of movers placed by a consistent prior (or depth)
+    carriers = {}  # such a mover -> (cam_from_object at unit scale (T, 4, 4), scale)
     for g in sorted(set(groups[moving & (groups >= 1)].tolist())):
         members = np.flatnonzero(moving & (groups == g))
         info = GroupScale(group=int(g), tracks=len(members))
@@ -603,9 +604,10 @@ def lift_moving(tracks: np.ndarray, vis: np.ndarray, K: np.ndarray, cam_from_wor
         info.scale = s
         if not np.isfinite(s):
             continue
-        if info.mirror:  # the relief may be reversed: off by up to the object's size
+        if info.mirror and info.prior != "depth":  # the relief may be reversed: off by up to the object's size
             size = float(np.sqrt(np.mean(np.sum((Y[known] - c) ** 2, axis=1))))
             info.relative_error = max(info.relative_error, 2 * size)
+            info.decided = info.decided and info.relative_error <= 0.04
         X = C_all[:, None] + s * D  # (T, n, 3)
         place = seen[:, members] & known[None] & ok_t[:, None]
         sub = trajectories[:, members]
@@ -622,7 +624,7 @@ def lift_moving(tracks: np.ndarray, vis: np.ndarray, K: np.ndarray, cam_from_wor
         gd = group_depth[:, members]
         gd[place] = s * cam[..., 2][place]
         group_depth[:, members] = gd
-        if info.decided:
+        if not info.prior.startswith("undecided"):  # placed by a consistent prior or by depth
             decided_group[members[placed]] = True
             carriers[int(g)] = (pose, s)
 
@@ -630,7 +632,8 @@ def lift_moving(tracks: np.ndarray, vis: np.ndarray, K: np.ndarray, cam_from_wor
     rest = np.flatnonzero(moving & ~rigid_done)
     from scipy.spatial import cKDTree
 
-    carrier_rel = {int(g.group): reliability_from_error(g.relative_error) for g in results if g.decided}
+    carrier_rel = {g: float(reliability_from_error(info.relative_error)) for g, info in
+                   ((int(i.group), i) for i in results) if g in carriers}
     hover = np.full((N, 3), np.nan)
     hover_scatter = np.full(N, np.nan)
     for n in rest:
