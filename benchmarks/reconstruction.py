@@ -41,6 +41,7 @@ and over every used track (static and moving), in each condition; and the same
 over all tiers together.
 
     python benchmarks/reconstruction.py --tiers movers_3d --no-colmap --cost
+    python benchmarks/reconstruction.py --tiers movers_3d --no-colmap --cost --split-test
 """
 
 from __future__ import annotations
@@ -105,13 +106,14 @@ def _decided(rec) -> np.ndarray:
 
 
 def evaluate_scene(scene, noise: float, flip: float, seed: int = 0, mapper: str = "incremental",
-                   movers: bool = True) -> dict:
+                   movers: bool = True, split_test: bool = False) -> dict:
     rng = np.random.default_rng(seed)
     tracks = scene.tracks + rng.normal(0, noise, scene.tracks.shape)
     vis = scene.visibility ^ (rng.random(scene.visibility.shape) < flip)
     W, H = scene.config.width, scene.config.height
     t0 = time.perf_counter()
-    rec = recon.reconstruct(tracks, vis, (W, H), depth=scene.depth, options=recon.ReconOptions(mapper=mapper))
+    rec = recon.reconstruct(tracks, vis, (W, H), depth=scene.depth,
+                            options=recon.ReconOptions(mapper=mapper, split_test=split_test))
     seconds = time.perf_counter() - t0
     extent = scene.scene_extent
     cams = recon.camera_errors(rec.cam_from_world, scene.cam_from_world)
@@ -134,11 +136,11 @@ def evaluate_scene(scene, noise: float, flip: float, seed: int = 0, mapper: str 
         "seconds": seconds,
     }
     if movers:
-        out["movers"] = moving_points(scene, tracks, vis, rec, err, rng, mapper)
+        out["movers"] = moving_points(scene, tracks, vis, rec, err, rng, mapper, split_test)
     return out
 
 
-def moving_points(scene, tracks, vis, rec_metric, err_metric, rng, mapper) -> dict:
+def moving_points(scene, tracks, vis, rec_metric, err_metric, rng, mapper, split_test=False) -> dict:
     """Per kind of mover and depth condition: the moving points' errors (and, without depth, the
     fallback's error and the reliabilities); per condition, the tracks' errors and reliabilities."""
     W, H = scene.config.width, scene.config.height
@@ -146,7 +148,7 @@ def moving_points(scene, tracks, vis, rec_metric, err_metric, rng, mapper) -> di
     recs = {"metric": (rec_metric, err_metric)}
     for cond in ("none", "affine_disparity"):
         depth = None if cond == "none" else relative_disparity(scene.depth, rng)
-        opts = recon.ReconOptions(mapper=mapper, depth_kind="metric" if cond == "none" else cond)
+        opts = recon.ReconOptions(mapper=mapper, depth_kind="metric" if cond == "none" else cond, split_test=split_test)
         rec = recon.reconstruct(tracks, vis, (W, H), depth=depth, options=opts)
         recs[cond] = (rec, _point_errors(rec, scene))
     rec0 = recs["none"][0]
@@ -243,11 +245,14 @@ def main(argv=None) -> None:
     ap.add_argument("--no-movers", action="store_true", help="skip the moving-points table (two more "
                     "reconstructions per scene: without depth and with affine_disparity depth)")
     ap.add_argument("--colmap-threads", type=int, default=2, help="CPU threads of COLMAP's pipeline")
+    ap.add_argument("--split-test", action="store_true",
+                    help="ReconOptions(split_test=True): movers sliding along the epipolar lines found by their "
+                         "tracks' halves (off by default: tracking drift on real footage passes it too)")
     args = ap.parse_args(argv)
     logging.getLogger("recon").setLevel(logging.WARNING)
     warnings.simplefilter("ignore", RuntimeWarning)  # means over scenes where nothing was measured are NaN
     share = "tier's share" if args.dynamic_fraction is None else f"{100 * args.dynamic_fraction:.0f}%"
-    print(f"mapper: {args.mapper}")
+    print(f"mapper: {args.mapper}" + (", split test on" if args.split_test else ""))
     print(f"{args.points} tracks per scene ({share} sampled on movers), noise "
           f"{args.noise} px, {100 * args.flip:.0f}% visibility flipped; ATE in % of the scene extent, RPE in "
           "degrees, dyn err: moving points with depth, % of the extent")
@@ -263,7 +268,8 @@ def main(argv=None) -> None:
         extra = {} if args.dynamic_fraction is None else {"dynamic_point_fraction": args.dynamic_fraction}
         scenes = synthetic.recon_scenes([tier], args.scenes, num_points=args.points, **extra)
         for scene in scenes:
-            r = evaluate_scene(scene, args.noise, args.flip, mapper=args.mapper, movers=not args.no_movers)
+            r = evaluate_scene(scene, args.noise, args.flip, mapper=args.mapper, movers=not args.no_movers,
+                               split_test=args.split_test)
             c = None if args.no_colmap else evaluate_colmap(scene, args.colmap_threads)
             rows.append(r)
             crows += [c] if c else []
