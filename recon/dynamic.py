@@ -395,7 +395,6 @@ def _fuse_depth(tracks, members, place, z_rigid, spread, count, depth, alignment
     within 2 px; the structure's: what the spread of map over structure leaves beyond the map's
     misfit), unless they disagree by over 3 standard deviations (the map's, on a depth edge: the
     structure's alone); put on the viewing ray; reliability from the fused error and the scale's."""
-    T = len(tracks)
     map_noise = max(float(np.nanmedian(alignment.residual)), 0.002) if np.isfinite(alignment.residual).any() else 0.05
     structure = max(float(np.sqrt(max(spread ** 2 - map_noise ** 2, 0.0))), 0.25 * spread, 1e-3)
     for i, n in enumerate(members):

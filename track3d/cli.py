@@ -442,7 +442,6 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     """``track3d eval``: TAP-Vid metrics of a tracker on a dataset."""
     import itertools
-    import json
 
     import torch
 
