@@ -380,25 +380,53 @@ class UpdateTransformer(nn.Module):
         return self.blocks(self.input_transform(x))
 
     def blocks(self, tokens: Tensor) -> Tensor:
-        """Everything after the input projection: ``(B, N, T, hidden)`` -> ``(B, N, T, 4)``.
+        """Everything after the input projection: ``(B, N, T, hidden)`` -> ``(B, N, T, 4)``."""
+        B, N, T, D = tokens.shape
+        return self.run_blocks(torch.cat([tokens, self.virtual_tokens(B, T, tokens.dtype)], dim=1), N)
+
+    def virtual_tokens(self, batch: int, frames: int, dtype: torch.dtype) -> Tensor:
+        """The learned virtual tracks, ``(batch, V, frames, hidden)``, to follow the real tracks' tokens."""
+        return self.virual_tracks.expand(batch, -1, frames, -1).to(dtype)
+
+    def run_blocks(self, tokens: Tensor, num_points: int) -> Tensor:
+        """The blocks on ``(B, N + V, T, hidden)`` tokens, the ``N = num_points`` real tracks
+        followed by the virtual ones (:meth:`virtual_tokens`); returns ``(B, N, T, 4)``.
 
         Each block runs on at most ``chunk_tokens`` tokens at a time (whole
         tracks for attention over time, whole frames across tracks), which
         bounds the attention and MLP activations without changing the result.
+        Without autograd (inference) every chunk's result is written back into
+        ``tokens``, which is overwritten: one token-sized tensor is all the
+        transformer holds. With autograd the chunks are concatenated into new tensors.
         """
-        B, N, T, D = tokens.shape
-        virtual = self.virual_tracks.expand(B, -1, T, -1).to(tokens.dtype)
-        tokens = torch.cat([tokens, virtual], dim=1)  # B (N+V) T D
+        B, _, T, D = tokens.shape
+        inplace = not torch.is_grad_enabled()
+        if inplace:
+            tokens = tokens.contiguous()
         every = len(self.time_blocks) // len(self.space_virtual_blocks)
         for i, time_block in enumerate(self.time_blocks):
-            tokens = _in_chunks(time_block, tokens.reshape(-1, T, D), self.chunk_tokens).view(B, -1, T, D)
+            flat = tokens.view(-1, T, D) if inplace else tokens.reshape(-1, T, D)
+            out = _in_chunks(time_block, flat, self.chunk_tokens, inplace)
+            tokens = tokens if inplace else out.view(B, -1, T, D)
             if i % every == 0:
                 j = i // every
-                space = tokens.transpose(1, 2).reshape(B * T, -1, D)  # (B T) (N+V) D
-                space = _in_chunks(lambda s: self._across_tracks(j, s, N), space, self.chunk_tokens)
-                tokens = space.view(B, T, -1, D).transpose(1, 2)
-        tokens = tokens[:, :N]
+                tokens = self._space_block(j, tokens, num_points, inplace)
+        tokens = tokens[:, :num_points]
         return torch.cat([self.flow_head(tokens), self.vis_conf_head(tokens)], dim=-1)
+
+    def _space_block(self, j: int, tokens: Tensor, N: int, inplace: bool) -> Tensor:
+        """Space block ``j`` over every frame of ``(B, N + V, T, D)`` tokens, ``chunk_tokens`` at a time."""
+        B, M, T, D = tokens.shape
+        if not inplace:
+            space = tokens.transpose(1, 2).reshape(B * T, M, D)  # (B T) (N+V) D
+            space = _in_chunks(lambda s: self._across_tracks(j, s, N), space, self.chunk_tokens)
+            return space.view(B, T, M, D).transpose(1, 2)
+        step = max(1, self.chunk_tokens // max(1, B * M))
+        for t0 in range(0, T, step):
+            t1 = min(T, t0 + step)
+            space = tokens[:, :, t0:t1].transpose(1, 2).reshape(B * (t1 - t0), M, D)
+            tokens[:, :, t0:t1] = self._across_tracks(j, space, N).view(B, t1 - t0, M, D).transpose(1, 2)
+        return tokens
 
     def _across_tracks(self, j: int, space: Tensor, N: int) -> Tensor:
         """Space block ``j`` on ``(frames, N + V, D)``: virtual tracks read, mix, and are read back."""
@@ -409,12 +437,17 @@ class UpdateTransformer(nn.Module):
         return torch.cat([points, virtual], dim=1)
 
 
-def _in_chunks(fn, x: Tensor, max_tokens: int) -> Tensor:
+def _in_chunks(fn, x: Tensor, max_tokens: int, inplace: bool = False) -> Tensor:
     """``fn`` applied to slices of ``x`` along its first axis, holding at most ``max_tokens``
-    tokens (``x.shape[0] * x.shape[1]``), concatenated; ``fn`` must treat rows independently."""
+    tokens (``x.shape[0] * x.shape[1]``), concatenated (or, with ``inplace``, written back
+    into ``x``, which is returned); ``fn`` must treat rows independently and keep their shape."""
     rows = max(1, max_tokens // max(1, x.shape[1]))
-    if x.shape[0] <= rows:
+    if x.shape[0] <= rows and not inplace:
         return fn(x)
+    if inplace:
+        for i in range(0, x.shape[0], rows):
+            x[i:i + rows] = fn(x[i:i + rows])
+        return x
     return torch.cat([fn(x[i:i + rows]) for i in range(0, x.shape[0], rows)])
 
 
@@ -519,7 +552,9 @@ class CoTracker3(nn.Module):
         """Feature pyramid of a video, channels last.
 
         Args:
-            video: ``(B, T, 3, H, W)`` values 0..255 (uint8 or float).
+            video: ``(B, T, 3, H, W)`` values 0..255 (uint8 or float), on the model's device
+                or elsewhere (then moved there ``chunk`` frames at a time: a long video
+                can stay in host memory).
             chunk: frames per encoder call (bounds memory; results do not depend on it).
             transform: optional ``callable((F, 3, h, w)) -> (F, 3, H, W)`` float applied
                 to each chunk first (a predictor resizes its caller's frames this way,
@@ -532,15 +567,15 @@ class CoTracker3(nn.Module):
             in it anyway), else in float32 (or the video's floating type).
         """
         B, T = video.shape[:2]
-        device = video.device.type
-        if torch.is_autocast_enabled(device):
-            dtype = torch.get_autocast_dtype(device)
+        device = self.time_emb.device
+        if torch.is_autocast_enabled(device.type):
+            dtype = torch.get_autocast_dtype(device.type)
         else:
             dtype = video.dtype if video.is_floating_point() else torch.float32
         frames = video.reshape(B * T, *video.shape[2:])
         fmap = None
         for s in range(0, B * T, chunk):
-            x = frames[s : s + chunk]
+            x = frames[s : s + chunk].to(device, non_blocking=True)
             x = transform(x) if transform is not None else x
             H, W = x.shape[-2:]
             if H % self.stride or W % self.stride:
@@ -593,15 +628,16 @@ class CoTracker3(nn.Module):
         return torch.cat(levels, dim=-1)
 
     def input_tokens(self, pyramid: list[Tensor], support: list[Tensor], coords: Tensor, vis: Tensor,
-                     conf: Tensor, time_emb: Tensor) -> Tensor:
+                     conf: Tensor, time_emb: Tensor, out: Tensor | None = None) -> Tensor:
         """The update transformer's input tokens for the current estimates.
 
         Per point and frame: the visibility and confidence logits, the embedded
         correlations (:meth:`correlation_embedding`), the Fourier-encoded motion to
         the neighbouring frames, plus the time embedding, projected to the
         transformer's width. Computed in chunks of at most ``chunk_point_frames``
-        point-frames, so the correlation features, their MLP activations and the
-        wide input vectors only ever exist for one chunk.
+        point-frames (at least 256 points, or all of them, by as many frames as fit),
+        so the correlation features, their MLP activations, the motion encoding and
+        the wide input vectors only ever exist for one chunk.
 
         Args:
             pyramid: per level ``(B * S, h, w, C)`` channels-last maps.
@@ -609,19 +645,20 @@ class CoTracker3(nn.Module):
             coords: ``(B, S, N, 2)`` level-0 feature pixels.
             vis, conf: ``(B, S, N)`` logits.
             time_emb: ``(1, S, input_dim)``.
+            out: optional ``(B, N, S, hidden_size)`` tensor the tokens are written into.
 
         Returns:
-            ``(B, N, S, hidden_size)``.
+            ``(B, N, S, hidden_size)`` (``out`` when given).
         """
         B, S, N, _ = coords.shape
         res_h, res_w = self.model_resolution
         scale = coords.new_tensor([res_w / self.stride, res_h / self.stride]).repeat(2)
         fwd = F.pad(coords[:, :-1] - coords[:, 1:], (0, 0, 0, 0, 0, 1))
         bwd = F.pad(coords[:, 1:] - coords[:, :-1], (0, 0, 0, 0, 1, 0))
-        motion = fourier_encode(torch.cat([fwd, bwd], dim=-1) / scale, self.num_freqs)  # B S N M
-        per_point = torch.cat([vis[..., None], conf[..., None], motion], dim=-1).transpose(1, 2)  # B N S 2+M
+        motion = (torch.cat([fwd, bwd], dim=-1) / scale).transpose(1, 2)  # B N S 4, encoded per chunk
+        logits = torch.stack([vis, conf], dim=-1).transpose(1, 2)  # B N S 2
         coords = coords.transpose(1, 2)  # B N S 2
-        n_step = min(N, 256)
+        n_step = min(N, max(256, self.chunk_point_frames // S))
         s_step = max(1, min(S, self.chunk_point_frames // n_step))
         frame_ids = torch.arange(B * S, device=coords.device).view(B, 1, S)
         rows = []
@@ -632,11 +669,24 @@ class CoTracker3(nn.Module):
                 s1 = min(S, s0 + s_step)
                 corr = self.correlation_embedding(pyramid, coords[:, n0:n1, s0:s1],
                                                   [sp[:, n0:n1] for sp in support], frame_ids[..., s0:s1])
-                extra = per_point[:, n0:n1, s0:s1]
-                x = torch.cat([extra[..., :2], corr, extra[..., 2:]], dim=-1) + time_emb[:, None, s0:s1]
-                parts.append(self.updateformer.input_transform(x))
-            rows.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=2))
+                x = torch.cat([logits[:, n0:n1, s0:s1], corr,
+                               fourier_encode(motion[:, n0:n1, s0:s1], self.num_freqs)], dim=-1)
+                x = self.updateformer.input_transform(x + time_emb[:, None, s0:s1])
+                if out is None:
+                    parts.append(x)
+                else:
+                    out[:, n0:n1, s0:s1] = x
+            if out is None:
+                rows.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=2))
+        if out is not None:
+            return out
         return rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
+
+    def token_dtype(self, device: torch.device) -> torch.dtype:
+        """The dtype of the transformer's tokens: the autocast precision where autocast is on."""
+        if torch.is_autocast_enabled(device.type):
+            return torch.get_autocast_dtype(device.type)
+        return self.updateformer.input_transform.weight.dtype
 
     def refine(
         self,
@@ -646,6 +696,7 @@ class CoTracker3(nn.Module):
         vis: Tensor,
         conf: Tensor,
         iters: int,
+        all_iterations: bool = True,
     ) -> list[tuple[Tensor, Tensor, Tensor]]:
         """Iteratively update tracks inside one window.
 
@@ -655,23 +706,39 @@ class CoTracker3(nn.Module):
             coords: ``(B, S, N, 2)`` initial positions, level-0 feature pixels.
             vis, conf: ``(B, S, N)`` initial logits.
             iters: number of updates.
+            all_iterations: return every iteration's output (for the losses), or only the last.
 
         Returns:
-            One ``(coords, vis, conf)`` per iteration, coords in feature pixels, logits.
+            One ``(coords, vis, conf)`` per iteration (or the last one), coords in feature
+            pixels, logits.
+
+        Without autograd the tokens live in one buffer of ``(B, N + V, S, hidden)``,
+        reused by every iteration and updated in place by the transformer.
         """
-        B, S = coords.shape[:2]
+        B, S, N = coords.shape[:3]
         time_emb = self.time_embedding(S).to(coords.dtype)
         # Batch and frames flattened: patches are gathered as rows of the channels-last maps.
         maps = [p.reshape(B * S, *p.shape[2:]) for p in pyramid]
+        former = self.updateformer
+        buffer = None
+        if not torch.is_grad_enabled():
+            D = former.input_transform.out_features
+            buffer = coords.new_empty((B, N + former.num_virtual_tracks, S, D), dtype=self.token_dtype(coords.device))
         outputs = []
         for it in range(iters):
             coords = coords.detach()
-            tokens = self.input_tokens(maps, support, coords, vis, conf, time_emb)
-            delta = self.updateformer.blocks(tokens).transpose(1, 2)  # B S N 4
+            if buffer is None:
+                tokens = self.input_tokens(maps, support, coords, vis, conf, time_emb)
+                delta = former.blocks(tokens).transpose(1, 2)  # B S N 4
+            else:
+                self.input_tokens(maps, support, coords, vis, conf, time_emb, out=buffer[:, :N])
+                buffer[:, N:] = former.virtual_tokens(B, S, buffer.dtype)
+                delta = former.run_blocks(buffer, N).transpose(1, 2)
             coords = coords + delta[..., :2]
             vis = vis + delta[..., 2]
             conf = conf + delta[..., 3]
-            outputs.append((coords, vis, conf))
+            if all_iterations or it == iters - 1:
+                outputs.append((coords, vis, conf))
             if self.progress is not None:
                 self.progress(it + 1, iters)
         return outputs
@@ -756,7 +823,7 @@ class CoTracker3Offline(CoTracker3):
         return self.track_features(self.encode(video), queries, iters, init=init)
 
     def track_features(self, pyramid: list[Tensor], queries: Tensor, iters: int = 4,
-                       init: tuple[Tensor, Tensor] | None = None) -> list[ModelOutput]:
+                       init: tuple[Tensor, Tensor] | None = None, all_iterations: bool = True) -> list[ModelOutput]:
         """:meth:`forward_train` from a feature pyramid (:meth:`encode`) instead of frames.
 
         A caller that encodes the frames itself (chunk by chunk from its own
@@ -770,9 +837,11 @@ class CoTracker3Offline(CoTracker3):
                 ``vis (B, T, N)`` logits``)`` to start refining from (required when
                 :attr:`initialisation` is ``"baseline"``); default: the query position in
                 every frame, logits 0.
+            all_iterations: return every iteration's output (for the losses), or only the
+                last one (inference: less memory).
 
         Returns:
-            Every iteration's :class:`ModelOutput`.
+            Every iteration's :class:`ModelOutput` (or a list of the last one).
 
         Raises:
             ValueError: ``init`` is missing for a model that refines given tracks, or has
@@ -796,7 +865,7 @@ class CoTracker3Offline(CoTracker3):
             if coords.shape != (B, T, N, 2) or vis.shape != (B, T, N):
                 raise ValueError(f"init must be ({(B, T, N, 2)}, {(B, T, N)}), got "
                                  f"({tuple(coords.shape)}, {tuple(vis.shape)})")
-        steps = self.refine(pyramid, support, coords, vis, zeros, iters)
+        steps = self.refine(pyramid, support, coords, vis, zeros, iters, all_iterations)
         return [ModelOutput(c * self.stride, v.sigmoid(), k.sigmoid()) for c, v, k in steps]
 
 
