@@ -3,6 +3,8 @@
     python benchmarks/inference.py ../shared/videos/apple.mp4
     python benchmarks/inference.py VIDEO --cases 24x20 50x50 100x30 --dtypes float32 bfloat16 \\
         --reference PATH/TO/co-tracker
+    python benchmarks/inference.py VIDEO --device cuda --cases 50x50 100x100 300x100 1000x100 \\
+        --reference PATH/TO/co-tracker --max-memory 24G   # the GPU table of the issue
 
 Each case ``FRAMESxGRID`` tracks a GRID x GRID grid from frame 0 through the
 first FRAMES frames of the video (looped back and forth when it is shorter),
@@ -17,7 +19,12 @@ resident memory it started with), point-frames per second, the
 arithmetic done (multiply-adds counted by ``torch.utils.flop_counter`` on our
 model, the same algorithm as the reference's) divided by the wall time, and
 that rate as a fraction of this machine's dense matmul rate in the same
-precision (4096x4096, measured first). Given ``--reference``, a checkout of
+precision (4096x4096 on the CPU, 8192x8192 on a GPU, measured first), the chunk
+plan the predictor chose (cotracker3.memory) and its memory estimate against the
+measured peak. On a GPU (``--device cuda``) time is taken with CUDA
+synchronisation and the peak is ``torch.cuda.max_memory_allocated`` minus what
+was allocated before the call; the frames are moved to the GPU first on both
+sides; ``--no-tf32`` turns TF32 off for matmuls and cuDNN (parity conditions). Given ``--reference``, a checkout of
 facebookresearch/co-tracker, each case also runs the reference predictor and
 prints our speed-up, our peak memory as a fraction of its peak, and the
 maximum and median distance between the two sets of tracks; bfloat16 runs are
@@ -40,7 +47,7 @@ import numpy as np
 import torch
 
 ITERS = 6
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 # --------------------------------------------------------------------------- worker (one run per process)
@@ -55,28 +62,50 @@ def load_frames(video: str, frames: int) -> np.ndarray:
     return clip[np.resize(order, frames)]
 
 
-def run_ours(video: torch.Tensor, grid: int, weights: str, dtype: torch.dtype):
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _start(device: str) -> float:
+    """Memory before the call: resident MiB on the CPU, allocated MiB on a GPU (peak reset)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated() / 2**20
+    return resident_mb()
+
+
+def run_ours(video: torch.Tensor, grid: int, weights: str, dtype: torch.dtype, device: str, chunks=None,
+             max_memory=None):
     import cotracker3
 
     model = cotracker3.build_model("cotracker3-offline")
     cotracker3.load_checkpoint(model, weights)
-    pred = cotracker3.Predictor(model.eval(), iters=ITERS, dtype=dtype)
-    before = resident_mb()
+    pred = cotracker3.Predictor(model.eval().to(device), iters=ITERS, dtype=dtype, chunks=chunks,
+                                max_memory=max_memory)
+    video = video.to(device)
+    before = _start(device)
     t0 = time.perf_counter()
     out = pred(video, grid_size=grid)
-    return time.perf_counter() - t0, out.tracks[0].numpy(), out.visibility[0].numpy(), before
+    _sync(device)
+    wall = time.perf_counter() - t0
+    plan = pred.last_plan
+    return wall, out.tracks[0].cpu().numpy(), out.visibility[0].cpu().numpy(), before, plan
 
 
-def run_reference(video: torch.Tensor, grid: int, weights: str, reference: str):
+def run_reference(video: torch.Tensor, grid: int, weights: str, reference: str, device: str):
     sys.path.insert(0, reference)
     from cotracker.predictor import CoTrackerPredictor
 
-    pred = CoTrackerPredictor(checkpoint=weights, offline=True, window_len=60)
-    before = resident_mb()
+    pred = CoTrackerPredictor(checkpoint=weights, offline=True, window_len=60).to(device)
+    video = video.float().to(device)
+    before = _start(device)
     t0 = time.perf_counter()
     with torch.no_grad():
-        tracks, vis = pred(video.float(), grid_size=grid)
-    return time.perf_counter() - t0, tracks[0].numpy(), vis[0].numpy(), before
+        tracks, vis = pred(video, grid_size=grid)
+    _sync(device)
+    return time.perf_counter() - t0, tracks[0].cpu().numpy(), vis[0].cpu().numpy(), before, None
 
 
 def resident_mb() -> float:
@@ -86,31 +115,56 @@ def resident_mb() -> float:
 
 
 def worker(args) -> None:
+    if args.no_tf32:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     frames = load_frames(args.video, args.frames)
     video = torch.from_numpy(frames).permute(0, 3, 1, 2)[None]
     if args.worker == "reference":
-        wall, tracks, vis, before = run_reference(video, args.grid, args.weights, args.reference)
+        wall, tracks, vis, before, plan = run_reference(video, args.grid, args.weights, args.reference, args.device)
     else:
-        wall, tracks, vis, before = run_ours(video, args.grid, args.weights, DTYPES[args.dtype])
+        chunks = tuple(int(c) for c in args.chunks.split(",")) if args.chunks else None
+        wall, tracks, vis, before, plan = run_ours(video, args.grid, args.weights, DTYPES[args.dtype], args.device,
+                                                   chunks, parse_bytes(args.max_memory))
     np.savez(args.save, tracks=tracks, visibility=vis)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"wall_s": wall, "peak_mb": peak, "before_mb": before, "frame_size": list(frames.shape[1:3])}))
+    if args.device == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"wall_s": wall, "peak_mb": peak, "before_mb": before, "frame_size": list(frames.shape[1:3]),
+                      "estimate_mb": None if plan is None else plan.estimate / 2**20,
+                      "plan": None if plan is None else plan.describe()}))
+
+
+def parse_bytes(text: str | None) -> int | None:
+    """``"24G"``, ``"512M"`` or a number of bytes; None stays None."""
+    if not text:
+        return None
+    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    text = text.strip().upper().removesuffix("IB").removesuffix("B")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(float(text))
 
 
 # --------------------------------------------------------------------------- driver
 
 
-def matmul_rate(dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
-    """Dense ``n x n`` matmul rate of this machine in GFLOP/s (best of ``repeats``)."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+def matmul_rate(dtype: torch.dtype, device: str = "cpu", repeats: int = 5) -> float:
+    """Dense square matmul rate of the device in GFLOP/s (best of ``repeats``; 4096 on a CPU,
+    8192 on a GPU, TF32 as the process has it)."""
+    n = 8192 if device == "cuda" else 4096
+    a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
     a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    best = min(_timed(lambda: a @ b, device) for _ in range(repeats))
     return 2 * n**3 / best / 1e9
 
 
-def _timed(fn) -> float:
+def _timed(fn, device: str = "cpu") -> float:
+    _sync(device)
     t0 = time.perf_counter()
     fn()
+    _sync(device)
     return time.perf_counter() - t0
 
 
@@ -146,14 +200,20 @@ def model_flops(frames: int, points: int) -> float:
 def spawn(kind: str, args, case: tuple[int, int], dtype: str, weights: str, save: str) -> dict:
     frames, grid = case
     cmd = [sys.executable, __file__, args.video, "--worker", kind, "--frames", str(frames), "--grid", str(grid),
-           "--dtype", dtype, "--weights", weights, "--save", save]
+           "--dtype", dtype, "--weights", weights, "--save", save, "--device", args.device]
     if args.reference:
         cmd += ["--reference", args.reference]
+    for flag in ("chunks", "max_memory"):
+        if getattr(args, flag):
+            cmd += ["--" + flag.replace("_", "-"), getattr(args, flag)]
+    if args.no_tf32:
+        cmd.append("--no-tf32")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                                        os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode:
-        raise SystemExit(f"{kind} run failed:\n{proc.stderr[-3000:]}")
+        print(f"{kind} {dtype} {frames}x{grid}^2 failed:\n{proc.stderr[-2000:]}", flush=True)
+        return None
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -178,6 +238,11 @@ def main() -> None:
     p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=list(DTYPES))
     p.add_argument("--reference", default=None, help="a checkout of facebookresearch/co-tracker to run beside ours")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where both sides run (default: cpu)")
+    p.add_argument("--chunks", default=None, help="fixed chunk sizes POINT_FRAMES,TOKENS,ENCODER_FRAMES for "
+                   "our runs (default: chosen from the memory budget)")
+    p.add_argument("--max-memory", default=None, help="memory budget of our runs, e.g. 24G (default: free memory)")
+    p.add_argument("--no-tf32", action="store_true", help="TF32 off for matmuls and cuDNN (GPU parity conditions)")
     # worker mode (internal)
     p.add_argument("--worker", choices=["ours", "reference"], help=argparse.SUPPRESS)
     p.add_argument("--frames", type=int, help=argparse.SUPPRESS)
@@ -195,16 +260,18 @@ def main() -> None:
     import cotracker3
 
     cases = [tuple(int(v) for v in c.lower().split("x")) for c in args.cases]
-    rates = {d: matmul_rate(DTYPES[d]) for d in args.dtypes}
-    print(f"{torch.get_num_threads()} threads; dense matmul: "
-          + ", ".join(f"{d} {r:.0f} GFLOP/s" for d, r in rates.items()))
+    if args.no_tf32:
+        torch.backends.cuda.matmul.allow_tf32 = False
+    rates = {d: matmul_rate(DTYPES[d], args.device) for d in args.dtypes}
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()} CPU threads"
+    print(f"{where}; dense matmul: " + ", ".join(f"{d} {r:.0f} GFLOP/s" for d, r in rates.items()))
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(0)
         weights = f"{tmp}/weights.pth"
         torch.save(cotracker3.build_model("cotracker3-offline").state_dict(), weights)
         head = (f"{'case':>10} {'run':>18} {'wall s':>8} {'peak MB':>8} {'added MB':>8} {'pt-fr/s':>8} "
                 f"{'GFLOP/s':>8} {'% matmul':>8} {'speed-up':>8} {'mem frac':>8} {'add frac':>8} {'max dev':>8} "
-                f"{'med dev':>8}")
+                f"{'med dev':>8} {'est/add':>8}")
         print(head)
         arithmetic = {case: model_flops(case[0], case[1] ** 2) for case in cases}
         for frames, grid in cases:
@@ -213,26 +280,33 @@ def main() -> None:
             ref = None
             if args.reference:
                 ref = spawn("reference", args, (frames, grid), "float32", weights, f"{tmp}/ref.npz")
-                print(f"{label:>10} {'reference float32':>18} {ref['wall_s']:8.1f} {ref['peak_mb']:8.0f} "
-                      f"{added(ref):8.0f} {frames * grid * grid / ref['wall_s']:8.0f} "
-                      f"{flops / ref['wall_s'] / 1e9:8.1f} {100 * flops / ref['wall_s'] / 1e9 / rates['float32']:8.1f}",
-                      flush=True)
+                if ref:
+                    print(f"{label:>10} {'reference float32':>18} {ref['wall_s']:8.2f} {ref['peak_mb']:8.0f} "
+                          f"{added(ref):8.0f} {frames * grid * grid / ref['wall_s']:8.0f} "
+                          f"{flops / ref['wall_s'] / 1e9:8.1f} "
+                          f"{100 * flops / ref['wall_s'] / 1e9 / rates.get('float32', float('nan')):8.1f}", flush=True)
             for dtype in args.dtypes:
                 out = spawn("ours", args, (frames, grid), dtype, weights, f"{tmp}/{dtype}.npz")
+                if out is None:
+                    continue
                 gflops = flops / out["wall_s"] / 1e9
-                row = (f"{label:>10} {'ours ' + dtype:>18} {out['wall_s']:8.1f} {out['peak_mb']:8.0f} "
+                row = (f"{label:>10} {'ours ' + dtype:>18} {out['wall_s']:8.2f} {out['peak_mb']:8.0f} "
                        f"{added(out):8.0f} {frames * grid * grid / out['wall_s']:8.0f} {gflops:8.1f} "
                        f"{100 * gflops / rates[dtype]:8.1f}")
-                against = f"{tmp}/ref.npz" if ref and dtype == "float32" else (
-                    f"{tmp}/float32.npz" if dtype != "float32" and "float32" in args.dtypes else None)
                 if ref:
                     row += (f" {ref['wall_s'] / out['wall_s']:8.2f} {out['peak_mb'] / ref['peak_mb']:8.2f}"
-                            f" {added(out) / added(ref):8.2f}")
+                            f" {added(out) / max(added(ref), 1e-9):8.2f}")
                 else:
                     row += f" {'-':>8} {'-':>8} {'-':>8}"
-                if against:
+                against = f"{tmp}/ref.npz" if ref and dtype == "float32" else (
+                    f"{tmp}/float32.npz" if dtype != "float32" and "float32" in args.dtypes else None)
+                if against and os.path.exists(against):
                     row += " {:8.4f} {:8.4f}".format(*deviation(f"{tmp}/{dtype}.npz", against))
+                else:
+                    row += f" {'-':>8} {'-':>8}"
+                row += f" {out['estimate_mb'] / max(added(out), 1e-9):8.2f}"
                 print(row, flush=True)
+                print(f"{'':>10} plan: {out['plan']}", flush=True)
         print("arithmetic per case (counted on our model): "
               + ", ".join(f"{f}x{g}^2 {v / 1e12:.1f} TFLOP" for (f, g), v in arithmetic.items()))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -27,6 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cotracker3.errors import InputError, MemoryEstimateError, QueryError
+from cotracker3.memory import CPU_CHUNKS, SAFETY, ChunkPlan, available_memory, element_size, memory_advice, plan_chunks
+from cotracker3.memory import tracking_memory as tracking_memory  # re-exported: cotracker3.tracking_memory
 from cotracker3.model import CoTracker3, CoTracker3Offline, CoTracker3Online, ModelOutput, OnlineState, as_float32
 
 logger = logging.getLogger(__name__)
@@ -73,93 +76,6 @@ def initial_tracks_source(model: CoTracker3) -> InitialTracks | None:
         raise InputError(f"the model refines {name!r} tracks, and nothing provides them: import cotracker3 "
                          "(it registers the Lucas-Kanade baseline's) or pass initial_tracks= to the predictor")
     return INITIAL_TRACKS[name]
-
-
-# --------------------------------------------------------------------------
-# Memory
-# --------------------------------------------------------------------------
-
-TOKEN_COPIES = 6
-"""Token-sized tensors alive at once in the update transformer (its input, the
-input with the virtual tracks, a block's output, layout changes, allocator
-slack), fitted to the offline predictor's measured peaks (benchmarks/inference.py)."""
-
-
-def _element_size(dtype: torch.dtype) -> int:
-    """Bytes per stored feature under a predictor precision (16-bit under autocast)."""
-    return 2 if dtype in (torch.bfloat16, torch.float16) else 4
-
-
-def available_memory(device: torch.device | str = "cpu") -> int | None:
-    """Bytes that can still be allocated on ``device``, or None when unknown.
-
-    A GPU reports its free memory; on a CPU it is ``MemAvailable`` of
-    ``/proc/meminfo``, capped by the cgroup (container) limit when there is one.
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    if device.type != "cpu":
-        return None
-    try:
-        with open("/proc/meminfo") as f:
-            fields = dict(line.split(":", 1) for line in f)
-        free = int(fields["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        return None
-    try:
-        with open("/sys/fs/cgroup/memory.max") as f:
-            limit = f.read().strip()
-        with open("/sys/fs/cgroup/memory.current") as f:
-            used = int(f.read())
-        if limit != "max":
-            free = min(free, int(limit) - used)
-    except (OSError, ValueError):
-        pass
-    return max(free, 0)
-
-
-def tracking_memory(model: CoTracker3, frames: int, points: int, iters: int = 6,
-                    dtype: torch.dtype = torch.float32) -> int:
-    """Estimated peak bytes a model call allocates to track ``points`` through ``frames`` frames.
-
-    On top of the model's weights and the caller's video: the feature pyramid and
-    the transformer's tokens (:data:`TOKEN_COPIES` of them), both 16-bit under
-    reduced precision, every iteration's outputs, and the larger of
-    the encoder's working memory for one frame and that of one chunk of
-    correlations plus one chunk of transformer tokens. Frames are resized as
-    they are encoded, so they do not count. On this project's CPU it came within
-    -7% to +40% of the measured peaks (24 to 100 frames, 400 to 2500 points,
-    float32 and bfloat16).
-    """
-    H, W = model.model_resolution
-    h, w = H // model.stride, W // model.stride
-    elem = _element_size(dtype)
-    former = model.updateformer
-    D = former.input_transform.out_features
-    hidden = former.time_blocks[0].mlp.fc1.out_features
-    size = 2 * model.corr_radius + 2
-    K = (size - 1) ** 2
-    levels = sum(4.0**-level for level in range(model.corr_levels))
-    pyramid = frames * h * w * model.latent_dim * levels * elem
-    tokens = TOKEN_COPIES * frames * (points + former.num_virtual_tracks) * D * elem
-    outputs = (iters + 1) * frames * points * 4 * 4
-    encoder = 6 * (model.latent_dim // 2) * (H // 2) * (W // 2) * 4
-    corr_chunk = model.chunk_point_frames * (size * size * model.latent_dim * elem + 3 * size * size * K * 4
-                                             + 2 * model.corr_mlp.fc1.out_features * 4)
-    block_chunk = former.chunk_tokens * (8 * D + 2 * hidden) * 4
-    return int(pyramid + tokens + outputs + max(encoder, corr_chunk + block_chunk))
-
-
-def memory_advice(model: CoTracker3, frames: int, points: int, need: int, free: int,
-                  dtype: torch.dtype = torch.float32) -> str:
-    """The message of a :class:`~cotracker3.errors.MemoryEstimateError`: what an offline run
-    would need, what is available, and what the online mode would need instead."""
-    online = tracking_memory(model, 16, points, 6, dtype)  # one 16-frame window of the same sizes
-    return (f"tracking {points} points through {frames} frames offline needs about {need / 2**30:.1f} GiB of "
-            f"memory, but {free / 2**30:.1f} GiB are available. The online (sliding-window) mode needs about "
-            f"{online / 2**30:.1f} GiB whatever the length of the video: use OnlinePredictor "
-            "(track3d track --online), or track fewer frames or points")
 
 
 @dataclass
@@ -429,6 +345,13 @@ class Predictor(_PredictorBase):
             Default: the one registered for the model's initialisation
             (:func:`cotracker3.baseline.initial_tracks` for ``"baseline"``); unused for
             the published models.
+        max_memory: bytes a call may use (default: what the device has free). Chunk sizes
+            follow it (:func:`cotracker3.memory.plan_chunks`): large on a GPU, cache-sized on
+            a CPU; when even the smallest do not fit, points are tracked in batches (results
+            then differ slightly, see :mod:`cotracker3.memory`), and when nothing fits the
+            call fails up front with :class:`~cotracker3.errors.MemoryEstimateError`.
+        chunks: ``(point-frames, tokens, encoder frames)`` per chunk, fixed instead of chosen
+            from the budget (for measurements); points are still split if they do not fit.
 
     Example:
         >>> pred = Predictor(model)
@@ -444,9 +367,17 @@ class Predictor(_PredictorBase):
         support_grid_size: int = SUPPORT_GRID_SIZE,
         dtype: torch.dtype = torch.float32,
         initial_tracks: InitialTracks | None = None,
+        max_memory: int | None = None,
+        chunks: tuple[int, int, int] | None = None,
     ):
         super().__init__(model, CoTracker3Offline, iters, visibility_threshold, OFFLINE_VISIBILITY_THRESHOLD, dtype)
         self.support_grid_size = support_grid_size
+        if max_memory is not None and max_memory <= 0:
+            raise ValueError(f"max_memory must be a positive number of bytes, got {max_memory}")
+        self.max_memory = max_memory
+        self.chunks = None if chunks is None else tuple(int(c) for c in chunks)
+        #: The :class:`~cotracker3.memory.ChunkPlan` of the latest call (None before the first).
+        self.last_plan: ChunkPlan | None = None
         if getattr(model, "initialisation", None) is None:
             initial_tracks = None
         elif initial_tracks is None:
@@ -488,47 +419,88 @@ class Predictor(_PredictorBase):
             InputError: the video has the wrong shape, dtype or fewer than 2 frames.
             QueryError: invalid queries, grid size, query frame or mask.
         """
-        video = check_request(video, queries, grid_size, grid_query_frame, segm_mask, to_float=False).to(self.device)
+        # The frames stay where the caller has them: they move to the model's device a few at a
+        # time as they are encoded (a long video need not fit in GPU memory).
+        video = check_request(video, queries, grid_size, grid_query_frame, segm_mask, to_float=False)
         B, T, _, H, W = video.shape
         if queries is None and grid_size == 0:
             return self._dense(video, grid_query_frame, backward_tracking)
         if queries is not None:
-            queries = check_queries(queries, B, T, W, H, video.device)
+            queries = check_queries(queries, B, T, W, H, self.device)
             return self._sparse(video, queries, True, backward_tracking)
-        model_queries = self._grid_queries(B, grid_size, grid_query_frame, segm_mask, (H, W), video.device)
+        model_queries = self._grid_queries(B, grid_size, grid_query_frame, segm_mask, (H, W), self.device)
         return self._sparse(video, model_queries, segm_mask is not None, backward_tracking, in_model_px=True)
 
+    def memory_budget(self) -> int | None:
+        """Bytes a call may use: ``max_memory``, capped by what the device has free (None: unknown)."""
+        free = available_memory(self.device)
+        if self.max_memory is None:
+            return free
+        return self.max_memory if free is None else min(self.max_memory, free)
+
+    def plan(self, num_frames: int, num_points: int, backward_tracking: bool = False,
+             video_bytes: int = 0, shared: int = 0) -> ChunkPlan | None:
+        """The :class:`~cotracker3.memory.ChunkPlan` a call of this size would use under the
+        current budget (:meth:`memory_budget`), or None when nothing fits.
+
+        Args:
+            num_frames, num_points: the call's size (support points included).
+            backward_tracking: whether it tracks backwards too (reversing the pyramid
+                briefly holds a second copy of its finest level).
+            video_bytes: memory the caller has yet to allocate for the video itself
+                (e.g. before decoding it).
+            shared: points tracked in every batch if points are split (the support grid).
+        """
+        return plan_chunks(self.model, num_frames, num_points, dtype=self.dtype, device=self.device,
+                           budget=self.memory_budget(), shared=shared,
+                           ladder=None if self.chunks is None else (self.chunks,),
+                           extra=self.plan_extra(num_frames, backward_tracking) + video_bytes)
+
     def memory_needed(self, num_frames: int, num_points: int, backward_tracking: bool = False) -> int:
-        """Estimated peak bytes a call allocates beyond the model and the caller's video
-        (see :func:`tracking_memory`); reversing the pyramid for backward tracking
-        briefly holds a second copy of its finest level."""
-        need = tracking_memory(self.model, num_frames, num_points, self.iters, self.dtype)
-        if backward_tracking:
-            H, W = self.interp_shape
-            need += (num_frames * (H // self.model.stride) * (W // self.model.stride) * self.model.latent_dim
-                     * _element_size(self.dtype))
-        return need
+        """Estimated peak bytes a call of this size allocates beyond the model and the
+        caller's video, with every point in one call and the chunks it would use without
+        a memory limit (see :func:`~cotracker3.memory.tracking_memory`)."""
+        return plan_chunks(self.model, num_frames, num_points, dtype=self.dtype, device=self.device,
+                           extra=self.plan_extra(num_frames, backward_tracking)).estimate
+
+    def plan_extra(self, num_frames: int, backward_tracking: bool) -> int:
+        """Bytes beyond the tracking itself: a second copy of the finest pyramid level while
+        the pyramid is reversed for backward tracking."""
+        if not backward_tracking:
+            return 0
+        H, W = self.interp_shape
+        return (num_frames * (H // self.model.stride) * (W // self.model.stride) * self.model.latent_dim
+                * element_size(self.dtype))
 
     def check_memory(self, num_frames: int, num_points: int, backward_tracking: bool = False,
-                     video_bytes: int = 0) -> None:
-        """Raise :class:`~cotracker3.errors.MemoryEstimateError` up front when a call would need
-        more memory than the device has available, saying how much and suggesting the online mode.
+                     video_bytes: int = 0, shared: int = 0) -> ChunkPlan:
+        """The call's :class:`~cotracker3.memory.ChunkPlan`; raise
+        :class:`~cotracker3.errors.MemoryEstimateError` up front when nothing fits the memory
+        available, saying how much would be needed and suggesting the online mode.
 
         Args:
             num_frames, num_points: the call's size (support points included).
             backward_tracking: whether it tracks backwards too.
             video_bytes: memory the caller has yet to allocate for the video itself
                 (e.g. before decoding it), counted in the need.
+            shared: points tracked in every batch if points are split (the support grid).
 
         Raises:
-            MemoryEstimateError: the estimate exceeds the available memory.
+            MemoryEstimateError: the smallest chunks and point batches exceed the memory available.
         """
-        need = self.memory_needed(num_frames, num_points, backward_tracking) + video_bytes
-        free = available_memory(self.device)
-        logger.debug("offline tracking of %d points x %d frames: about %.2f GiB needed, %s available",
-                     num_points, num_frames, need / 2**30, "unknown" if free is None else f"{free / 2**30:.2f} GiB")
-        if free is not None and need > free:
-            raise MemoryEstimateError(memory_advice(self.model, num_frames, num_points, need, free, self.dtype))
+        plan = self.plan(num_frames, num_points, backward_tracking, video_bytes, shared)
+        if plan is None:
+            least = CPU_CHUNKS[-1]  # the smallest chunks, every point in one call
+            need = tracking_memory(self.model, num_frames, num_points, dtype=self.dtype, point_frames=least[0],
+                                   tokens=least[1], encoder_frames=least[2])
+            need = math.ceil((need + self.plan_extra(num_frames, backward_tracking) + video_bytes) / SAFETY)
+            raise MemoryEstimateError(memory_advice(self.model, num_frames, num_points, need,
+                                                    self.memory_budget(), self.dtype))
+        logger.debug("offline tracking of %s", plan.describe())
+        if plan.batches > 1:
+            logger.info("offline tracking: %s (to fit the memory available; use --online or fewer "
+                        "points to track them all together)", plan.describe())
+        return plan
 
     def _grid_queries(self, B, grid_size, frame, segm_mask, frame_hw, device) -> Tensor:
         pts = grid_points(grid_size, self.interp_shape, device)  # model pixels
@@ -553,8 +525,8 @@ class Predictor(_PredictorBase):
         results = []
         for offset in range(step * step):
             ox, oy = offset % step, offset // step
-            xs = torch.arange(gw, device=video.device) * step + ox
-            ys = torch.arange(gh, device=video.device) * step + oy
+            xs = torch.arange(gw, device=self.device) * step + ox
+            ys = torch.arange(gh, device=self.device) * step + oy
             gy, gx = torch.meshgrid(ys, xs, indexing="ij")
             q = torch.stack([torch.full_like(gx, frame), gx, gy], -1).reshape(1, -1, 3).float()
             logger.info("dense tracking: batch %d / %d (%d points)", offset + 1, step * step, q.shape[1])
@@ -573,34 +545,35 @@ class Predictor(_PredictorBase):
     ) -> TrackingResult:
         B, T, _, H, W = video.shape
         support = self.support_grid_size**2 if add_support_grid else 0
-        self.check_memory(T, B * (queries.shape[1] + support), backward)
+        plan = self.check_memory(T, B * (queries.shape[1] + support), backward, shared=B * support)
+        self.last_plan = plan
         q = queries.clone()
         if not in_model_px:
             q[..., 1:] *= _scale((H, W), self.interp_shape, q)
         n_user = q.shape[1]
         if add_support_grid:
-            grid = grid_points(self.support_grid_size, self.interp_shape, video.device)
+            grid = grid_points(self.support_grid_size, self.interp_shape, q.device)
             grid = torch.cat([torch.zeros_like(grid[..., :1]), grid], dim=-1).expand(B, -1, -1)
             q = torch.cat([q, grid], dim=1)
 
         # Frames are resized as they are encoded; the pyramid serves both directions of time.
         init = self._initial_tracks(video, q)
-        with self._precision():
-            pyramid = self.model.encode(video, transform=self._to_model_frames)
-        out = self._run(self.model.track_features, pyramid, q, iters=self.iters, init=init)[-1]
-        tracks, vis, conf = out.coords, out.vis, out.conf
-        if backward:
-            for i, level in enumerate(pyramid):  # reversed in time, one level at a time
-                pyramid[i] = level.flip(1)
-            tracks, vis, conf = self._merge_backward(pyramid, q, tracks, vis, conf, init)
+        with self._chunks(plan):
+            with self._precision():
+                pyramid = self.model.encode(video, chunk=plan.encoder_frames, transform=self._to_model_frames)
+            tracks, vis, conf = self._track(pyramid, q, init, n_user, plan.batches)
+            if backward:
+                for i, level in enumerate(pyramid):  # reversed in time, one level at a time
+                    pyramid[i] = level.flip(1)
+                tracks, vis, conf = self._merge_backward(pyramid, q, tracks, vis, conf, init, n_user, plan.batches)
         del pyramid
-        tracks, vis, conf, q = tracks[:, :, :n_user], vis[:, :, :n_user], conf[:, :, :n_user], q[:, :n_user]
+        q = q[:, :n_user]
         visible = vis > self.visibility_threshold
 
         # Each query point is where it was asked to be, and visible, in its own frame.
         t = q[..., 0].long()
-        b = torch.arange(B, device=video.device)[:, None].expand_as(t)
-        n = torch.arange(n_user, device=video.device)[None].expand_as(t)
+        b = torch.arange(B, device=q.device)[:, None].expand_as(t)
+        n = torch.arange(n_user, device=q.device)[None].expand_as(t)
         tracks[b, t, n] = q[..., 1:]
         visible[b, t, n] = True
         conf[b, t, n] = 1.0
@@ -611,30 +584,63 @@ class Predictor(_PredictorBase):
         q_out[..., 1:] *= back
         return TrackingResult(tracks * back, visible, conf, q_out, visibility_score=vis)
 
+    @contextlib.contextmanager
+    def _chunks(self, plan: ChunkPlan):
+        """The model's chunk sizes set to the plan's for the duration of a call."""
+        model, former = self.model, self.model.updateformer
+        saved = model.chunk_point_frames, former.chunk_tokens
+        model.chunk_point_frames, former.chunk_tokens = plan.point_frames, plan.tokens
+        try:
+            yield
+        finally:
+            model.chunk_point_frames, former.chunk_tokens = saved
+
+    def _track(self, pyramid, q, init, n_user: int, batches: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Final tracks, visibility and confidence ``(B, T, n_user, ...)`` of the first ``n_user``
+        queries; the user points are split into ``batches`` model calls, each with the queries
+        after them (the support grid)."""
+        def run(sel):
+            sub_init = None if init is None else (init[0][:, :, sel], init[1][:, :, sel])
+            out = self._run(self.model.track_features, pyramid, q[:, sel], iters=self.iters, init=sub_init,
+                            all_iterations=False)[-1]
+            return out.coords, out.vis, out.conf
+
+        if batches == 1:
+            tracks, vis, conf = run(slice(None))
+            return tracks[:, :, :n_user], vis[:, :, :n_user], conf[:, :, :n_user]
+        extra = torch.arange(n_user, q.shape[1], device=q.device)
+        parts = []
+        for users in torch.arange(n_user, device=q.device).chunk(batches):
+            tracks, vis, conf = run(torch.cat([users, extra]))
+            k = len(users)
+            parts.append((tracks[:, :, :k], vis[:, :, :k], conf[:, :, :k]))
+        return tuple(torch.cat([p[i] for p in parts], dim=2) for i in range(3))
+
     def _initial_tracks(self, video: Tensor, q: Tensor) -> tuple[Tensor, Tensor] | None:
         """The model's starting tracks (:attr:`initial_tracks`) for queries ``q`` in model
-        pixels, from the caller's frames, in model pixels; None for a model that starts
-        from its queries."""
+        pixels, from the caller's frames, in model pixels on the model's device; None for a
+        model that starts from its queries."""
         if self.initial_tracks is None:
             return None
         H, W = video.shape[-2:]
         q_video = q.clone()
         q_video[..., 1:] *= _scale(self.interp_shape, (H, W), q)
-        coords, vis = self.initial_tracks(video, q_video)
+        coords, vis = self.initial_tracks(video, q_video.to(video.device))
+        coords, vis = coords.to(q.device), vis.to(q.device)
         return coords * _scale((H, W), self.interp_shape, coords), vis
 
-    def _merge_backward(self, reversed_pyramid, q, tracks, vis, conf, init=None):
+    def _merge_backward(self, reversed_pyramid, q, tracks, vis, conf, init, n_user: int, batches: int):
         """Replace each track before its query frame by a run on the time-reversed features."""
         T = reversed_pyramid[0].shape[1]
         rq = q.clone()
         rq[..., 0] = T - 1 - rq[..., 0]
         if init is not None:
             init = (init[0].flip(1), init[1].flip(1))
-        rev = self._run(self.model.track_features, reversed_pyramid, rq, iters=self.iters, init=init)[-1]
-        before = torch.arange(T, device=q.device)[None, :, None] < q[:, None, :, 0]
-        tracks = torch.where(before[..., None], rev.coords.flip(1), tracks)
-        vis = torch.where(before, rev.vis.flip(1), vis)
-        conf = torch.where(before, rev.conf.flip(1), conf)
+        rev_tracks, rev_vis, rev_conf = self._track(reversed_pyramid, rq, init, n_user, batches)
+        before = torch.arange(T, device=q.device)[None, :, None] < q[:, None, :n_user, 0]
+        tracks = torch.where(before[..., None], rev_tracks.flip(1), tracks)
+        vis = torch.where(before, rev_vis.flip(1), vis)
+        conf = torch.where(before, rev_conf.flip(1), conf)
         return tracks, vis, conf
 
 

@@ -645,14 +645,20 @@ def test_available_memory_on_this_machine():
 
 def test_offline_call_too_big_for_memory_fails_up_front_and_suggests_online(pred, monkeypatch):
     from cotracker3 import predictor as P
+    from cotracker3.memory import CPU_CHUNKS, SAFETY, tracking_memory
 
-    need = pred.memory_needed(6, 9 + 36)
-    monkeypatch.setattr(P, "available_memory", lambda device: need - 1)
+    least = dict(zip(("point_frames", "tokens", "encoder_frames"), CPU_CHUNKS[-1]))
+    # The least any plan needs: the smallest chunks and the 9 queries in two batches (5 and 4),
+    # each with the 36 support points.
+    floor = tracking_memory(pred.model, 6, 5 + 36, **least) / SAFETY
+    need = tracking_memory(pred.model, 6, 9 + 36, **least) / SAFETY  # what the message reports
+    monkeypatch.setattr(P, "available_memory", lambda device: int(floor) - 1)
     model_calls = []
     monkeypatch.setattr(pred.model, "progress", lambda *a: model_calls.append(a))
     with pytest.raises(cotracker3.MemoryEstimateError, match="online") as info:
         pred(random_video(6), queries=torch.tensor([[0.0, 5.0, 5.0]] * 9))
     assert f"{need / 2**30:.1f} GiB" in str(info.value) and not model_calls  # nothing ran
     assert isinstance(info.value, CoTrackerError) and isinstance(info.value, MemoryError)
-    monkeypatch.setattr(P, "available_memory", lambda device: need)
+    monkeypatch.setattr(P, "available_memory", lambda device: int(floor) + 1)
     assert pred(random_video(6), queries=torch.tensor([[0.0, 5.0, 5.0]] * 9)).tracks.shape == (1, 6, 9, 2)
+    assert pred.last_plan.batches == 2 and pred.last_plan.point_batch == 5 + 36
