@@ -138,13 +138,9 @@ def worker(args) -> None:
 
 def parse_bytes(text: str | None) -> int | None:
     """``"24G"``, ``"512M"`` or a number of bytes; None stays None."""
-    if not text:
-        return None
-    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-    text = text.strip().upper().removesuffix("IB").removesuffix("B")
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(float(text))
+    from track3d.tracking import parse_size
+
+    return parse_size(text, "--max-memory")
 
 
 # --------------------------------------------------------------------------- driver

@@ -161,8 +161,12 @@ def patch_correlation(fmaps: Tensor, centers: Tensor, frames: Tensor, support: T
     size = 2 * radius + 2
     rows, frac = _neighbour_rows(centers, frames, radius, h, w)  # B n s size size
     p = fmaps.reshape(n_maps * h * w, C).index_select(0, rows.reshape(-1)).view(B, n, s * size * size, C)
-    corr = (p @ support.transpose(-1, -2)).view(B, n, s, size, size, -1)
-    corr = _blend(corr, frac.to(corr.dtype), 3)
+    # Sensitive to rounding: dot products of unit-length features, all close to each other,
+    # which the MLP then tells apart. Features may be stored in 16 bits (reduced precision);
+    # the products, their sums and the blend are float32 on every device.
+    with torch.autocast(fmaps.device.type, enabled=False):
+        corr = (p.float() @ support.float().transpose(-1, -2)).view(B, n, s, size, size, -1)
+        corr = _blend(corr, frac, 3)
     return corr.reshape(B, n, s, (size - 1) ** 2, -1)
 
 
@@ -412,7 +416,11 @@ class UpdateTransformer(nn.Module):
                 j = i // every
                 tokens = self._space_block(j, tokens, num_points, inplace)
         tokens = tokens[:, :num_points]
-        return torch.cat([self.flow_head(tokens), self.vis_conf_head(tokens)], dim=-1)
+        # The coordinate updates accumulate over the iterations: the heads run in the weights'
+        # precision (float32) whatever the tokens' (16 bits under reduced precision).
+        with torch.autocast(tokens.device.type, enabled=False):
+            tokens = tokens.to(self.flow_head.weight.dtype)
+            return torch.cat([self.flow_head(tokens), self.vis_conf_head(tokens)], dim=-1)
 
     def _space_block(self, j: int, tokens: Tensor, N: int, inplace: bool) -> Tensor:
         """Space block ``j`` over every frame of ``(B, N + V, T, D)`` tokens, ``chunk_tokens`` at a time."""

@@ -62,6 +62,10 @@ class TrackOptions:
         "see the README's figures) or float16 (GPU only)", choices=("float32", "bfloat16", "float16"),
     )
     device: str = _opt("auto", "torch device: cpu, cuda, cuda:1, ... or auto")
+    max_memory: str | None = _opt(
+        None, "memory the offline model may use, e.g. 8G or 512M (default: what the device has free); its "
+        "chunk sizes follow it, and if even the smallest chunks do not fit, points are tracked in batches"
+    )
     download: bool = _opt(True, "download missing weights (set TRACK3D_OFFLINE=1 to forbid)", cli=False)
 
 
@@ -228,6 +232,7 @@ def track(
     if opts.precision not in ("float32", "bfloat16", "float16"):
         raise Track3DError(f"precision must be float32, bfloat16 or float16, got {opts.precision!r}")
     dtype = getattr(torch, opts.precision)
+    max_memory = parse_size(opts.max_memory, "--max-memory")
     timings: dict[str, float] = {}
     info = video_io.probe(video)
     read_kw = dict(start=opts.start, end=opts.end, stride=opts.stride, max_side=opts.max_side)
@@ -255,15 +260,15 @@ def track(
         result, frame_hw, n_frames = _track_online(video, read_kw, opts, queries, info, model, notify)
         timings["track"] = time.perf_counter() - t0
     else:
-        pred = model if baseline else cotracker3.Predictor(model, iters=opts.iters, dtype=dtype)
-        if not baseline:
-            _check_offline_memory(pred, info, read_kw, opts, queries)
+        pred = model if baseline else cotracker3.Predictor(model, iters=opts.iters, dtype=dtype,
+                                                           max_memory=max_memory)
+        batches = 1 if baseline else _check_offline_memory(pred, info, read_kw, opts, queries)
         frames = _read_all(video, read_kw, notify)
         timings["read_video"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         frame_hw, n_frames = frames.shape[1:3], len(frames)
         q = None if queries is None else _to_read_pixels(queries, info, frame_hw, n_frames)
-        total = (pred.iters if not baseline else 1) * (2 if opts.backward else 1)
+        total = (pred.iters if not baseline else 1) * (2 if opts.backward else 1) * batches
         done = [0]
 
         def on_iter(i, n):
@@ -306,15 +311,43 @@ def track(
     )
 
 
-def _check_offline_memory(pred: cotracker3.Predictor, info, read_kw, opts: TrackOptions, queries) -> None:
+def _check_offline_memory(pred: cotracker3.Predictor, info, read_kw, opts: TrackOptions, queries) -> int:
     """Before decoding: fail with the estimate and the online suggestion if the whole-video
-    run cannot fit in memory (decoded frames included)."""
+    run cannot fit in memory (decoded frames included); else the number of point batches
+    the run will take (1 unless memory is short)."""
     n_frames = _expected_frames(info, read_kw)
     if n_frames < 2:
-        return  # unknown length (or too short, reported when reading)
+        return 1  # unknown length (or too short, reported when reading)
     width, height = video_io._output_size(info.width, info.height, None, opts.max_side)
-    points = opts.grid**2 if queries is None else len(queries) + pred.support_grid_size**2
-    pred.check_memory(n_frames, points, opts.backward, video_bytes=n_frames * width * height * 3)
+    support = 0 if queries is None else pred.support_grid_size**2
+    points = opts.grid**2 if queries is None else len(queries) + support
+    plan = pred.check_memory(n_frames, points, opts.backward, video_bytes=n_frames * width * height * 3,
+                             shared=support)
+    return plan.batches
+
+
+_SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_size(text: str | int | None, name: str = "size") -> int | None:
+    """``"8G"``, ``"512M"``, ``"1.5GiB"`` or a number of bytes to bytes (None stays None).
+
+    Raises:
+        Track3DError: not a positive size.
+    """
+    if text is None or isinstance(text, int):
+        if isinstance(text, int) and text <= 0:
+            raise Track3DError(f"{name} must be a positive size like 8G or 512M, got {text}")
+        return text
+    t = str(text).strip().upper().removesuffix("B").removesuffix("I")
+    unit = t[-1:] if t[-1:] in _SIZE_UNITS else ""
+    try:
+        value = float(t[: len(t) - len(unit)]) * _SIZE_UNITS[unit]
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise Track3DError(f"{name} must be a positive size like 8G or 512M, got {text!r}")
+    return int(value)
 
 
 def _check_grid_frame(frame: int, n_frames: int) -> None:

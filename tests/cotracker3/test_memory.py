@@ -72,8 +72,9 @@ def test_estimate_follows_the_chunk_sizes(published):
     assert need(point_frames=1024, tokens=4096, encoder_frames=32) > base
     # Chunks larger than the call are the call: the 1<<30 setting no longer estimates 98,000 GiB.
     assert need(point_frames=1 << 30, tokens=1 << 30) == need(point_frames=100 * 10_000, tokens=100 * 10_064)
-    # Beyond the chunks, the estimate is the pyramid and the token buffer, worked out by hand above.
-    fixed = 100 * 96 * 128 * 128 * 4 * 1.328125 + 100 * 10_064 * 384 * 4
+    # Beyond the chunks, the estimate is the pyramid, the token buffer and the query patches
+    # (4 levels of 7x7 features of 128 channels per point), worked out by hand above.
+    fixed = 100 * 96 * 128 * 128 * 4 * 1.328125 + 100 * 10_064 * 384 * 4 + 10_000 * 4 * 49 * 128 * 4
     assert fixed < base < 1.5 * fixed
 
 

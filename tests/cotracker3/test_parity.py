@@ -159,3 +159,56 @@ def test_online_predictor_push_frames_equals_chunked_calls(online_model, online_
     out = pred.finish()
     np.testing.assert_allclose(out.tracks[0].numpy(), ref["queries_tracks"], atol=COORD_TOL, rtol=0)
     _assert_visibility(out.visibility[0].numpy(), ref["queries_visibility"], ref["queries_visconf"], 0.6)
+
+
+# -- on a GPU -------------------------------------------------------------------
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+
+
+@pytest.fixture
+def no_tf32():
+    """The reference's fixtures are float32: TF32 (cuDNN's default for convolutions) is off
+    for the comparison, as the fixtures' tolerances assume."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@cuda
+def test_offline_model_matches_reference_on_cuda(no_tf32):
+    model = _model("offline").cuda()
+    ref = np.load(PARITY / "offline_model.npz")
+    video = torch.from_numpy(ref["video"]).float()[None].cuda()
+    queries = torch.from_numpy(ref["queries"])[None].cuda()
+    with torch.no_grad():
+        coords, vis, conf = model(video, queries, iters=int(ref["iters"]))[:3]
+    np.testing.assert_allclose(coords[0].cpu().numpy(), ref["coords"], atol=COORD_TOL, rtol=0)
+    np.testing.assert_allclose(vis[0].cpu().numpy(), ref["vis"], atol=PROB_TOL, rtol=0)
+    np.testing.assert_allclose(conf[0].cpu().numpy(), ref["conf"], atol=PROB_TOL, rtol=0)
+
+
+@cuda
+@pytest.mark.parametrize("case", ["grid", "forward", "backward"])
+def test_offline_predictor_matches_reference_on_cuda(no_tf32, predictor_fixture, case):
+    ref = predictor_fixture
+    kwargs = {"grid": {"grid_size": int(ref["grid_size"])},
+              "forward": {"queries": torch.from_numpy(ref["queries"])[None]},
+              "backward": {"queries": torch.from_numpy(ref["queries"])[None], "backward_tracking": True}}[case]
+    video = torch.from_numpy(ref["video"])[None]  # stays on the host: the predictor moves frames as it encodes
+    out = cotracker3.Predictor(_model("offline").cuda())(video, **kwargs)
+    np.testing.assert_allclose(out.tracks[0].cpu().numpy(), ref[f"{case}_tracks"], atol=COORD_TOL, rtol=0)
+    _assert_visibility(out.visibility[0].cpu().numpy(), ref[f"{case}_visibility"], None, 0.9)
+
+
+@cuda
+def test_online_predictor_matches_reference_on_cuda(no_tf32, online_predictor_fixture):
+    ref = online_predictor_fixture
+    video = torch.from_numpy(ref["video"])[None].cuda()
+    pred = cotracker3.OnlinePredictor(_model("online").cuda())
+    assert pred(video[:, : 2 * pred.step], is_first_step=True, queries=torch.from_numpy(ref["queries"])[None]) is None
+    for s, e in zip(ref["chunk_starts"], ref["chunk_ends"]):
+        out = pred(video[:, s:e])
+    np.testing.assert_allclose(out.tracks[0].cpu().numpy(), ref["queries_tracks"], atol=COORD_TOL, rtol=0)
+    _assert_visibility(out.visibility[0].cpu().numpy(), ref["queries_visibility"], ref["queries_visconf"], 0.6)

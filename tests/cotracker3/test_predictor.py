@@ -632,7 +632,9 @@ def test_tracking_memory_grows_with_frames_and_points_and_shrinks_with_bfloat16(
     more_frames = tracking_memory(m, 20, 100) - base
     assert more_frames > 0 and tracking_memory(m, 40, 100) - base == pytest.approx(3 * more_frames, rel=1e-6)
     assert tracking_memory(m, 10, 200) > base
-    assert tracking_memory(m, 10, 100, dtype=torch.bfloat16) < base  # the pyramid is stored in 16 bits
+    # The pyramid and the tokens are stored in 16 bits: less memory once they dominate (the
+    # 16-bit weight copies and float32 correlations of one chunk cost more in a short call).
+    assert tracking_memory(m, 400, 100, dtype=torch.bfloat16) < tracking_memory(m, 400, 100)
 
 
 def test_available_memory_on_this_machine():

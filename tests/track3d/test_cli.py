@@ -149,6 +149,20 @@ def test_video_too_long_for_memory_fails_before_decoding_and_suggests_online(vid
     assert run(video, "--online", "--grid", 3, "--checkpoint", ckpt["online"], "--no-overlay", "--out", out) == 0
 
 
+def test_max_memory_option(video, ckpt, tmp_path, capsys):
+    out = tmp_path / "bad"
+    assert_user_error(run(video, "--max-memory", "lots", "--checkpoint", ckpt["offline"], "--out", out), capsys, out,
+                      "--max-memory must be a positive size like 8G")
+    # 1 MiB is less than any plan of this model needs: refused up front, as with too little free memory.
+    out = tmp_path / "small"
+    rc = run(video, "--grid", 3, "--max-memory", "1M", "--checkpoint", ckpt["offline"], "--no-overlay", "--out", out)
+    assert_user_error(rc, capsys, out, f"9 points through {T} frames", "GiB are available", "--online")
+    out = tmp_path / "enough"
+    assert run(video, "--grid", 3, "--max-memory", "4G", "--checkpoint", ckpt["offline"], "--no-overlay",
+               "--out", out) == 0
+    assert io.load_tracks(out)["tracks"].shape == (T, 9, 2)
+
+
 def test_precision_option(video, ckpt, tmp_path, capsys):
     out = tmp_path / "half"
     rc = run(video, "--precision", "float16", "--device", "cpu", "--checkpoint", ckpt["offline"], "--out", out)
