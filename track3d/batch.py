@@ -28,9 +28,10 @@ out of memory); this module decides what to run and records what happened.
 
       {"engine": "ray", "ray_version": "2.x", "task": "reconstruct",
        "inputs": [{"input", "out", "status": "done"|"skipped"|"failed", "error",
-                   "seconds", "frames", "registered_frames", "node"}, ...]}
+                   "seconds", "frames", "registered_frames", "node", "threads"}, ...]}
 
-  ``node`` is the Ray node id the task ran on (null when it did not run).
+  ``node`` is the Ray node id the task ran on and ``threads`` the torch threads it used
+  (null when it did not run).
 
 Threads per task follow the task's CPU share: ``OMP_NUM_THREADS`` (and MKL,
 OpenBLAS) in the worker's environment, ``torch.set_num_threads`` and
@@ -355,7 +356,7 @@ def run_task(task: str, source: str, out: str, options: dict, *, viz: bool = Tru
         The task's record: ``status`` (``"done"`` or ``"failed"``), ``error``
         (the one-line message ``track3d reconstruct`` would print after
         ``track3d: error:``, or None), ``seconds``, ``frames``,
-        ``registered_frames`` (None for ``track``) and ``node``. Bad input is
+        ``registered_frames`` (None for ``track``), ``node`` and ``threads``. Bad input is
         a failed record, not an exception; only the death of the process is
         left to Ray (to retry).
     """
@@ -363,6 +364,9 @@ def run_task(task: str, source: str, out: str, options: dict, *, viz: bool = Tru
     record = {"status": "failed", "error": None, "seconds": None, "frames": None, "registered_frames": None,
               "node": _node_id()}
     limit_threads(threads)
+    import torch
+
+    record["threads"] = torch.get_num_threads()
     timer = timeout is not None and timeout > 0 and threading.current_thread() is threading.main_thread()
     if timer:
         def expire(signum, frame):
@@ -461,7 +465,7 @@ class BatchReport:
 
 def _record(source: Path, out: Path, **values) -> dict:
     record = {"input": str(source), "out": str(out), "status": "failed", "error": None, "seconds": None,
-              "frames": None, "registered_frames": None, "node": None}
+              "frames": None, "registered_frames": None, "node": None, "threads": None}
     record.update(values)
     return record
 
@@ -723,3 +727,52 @@ def _check_options(task: str, options: dict) -> dict:
 def _write_report(report: BatchReport) -> None:
     records = [r for r in report.records if r is not None]
     io.write_json_atomic(report.out_dir / BATCH_FILE, {**report.to_json(), "inputs": records})
+
+
+# --------------------------------------------------------------------------
+# Teacher labels for pseudo-labelling
+# --------------------------------------------------------------------------
+
+
+def load_labels(folders: Sequence[str | Path]):
+    """The teacher tracks that ``track3d batch --task track`` wrote, for ``track3d pseudo-label --labels``.
+
+    Every folder under ``folders`` (searched recursively) that holds ``tracks.npz``
+    and ``summary.json`` is one labelled video: the video is the summary's
+    ``source``, the teacher its ``model``. The arrays are read when a training
+    step uses them.
+
+    Args:
+        folders: batch output folders (one per teacher, or any folders above them).
+
+    Returns:
+        ``list[cotracker3.train.pseudo_label.LabelledVideo]``, sorted by folder.
+
+    Raises:
+        Track3DError: a folder does not exist, or no labels are found.
+    """
+    from functools import partial
+
+    from cotracker3.train.pseudo_label import LabelledVideo
+
+    labels = []
+    for root in folders:
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise Track3DError(f"the labels folder {root} does not exist; make it with "
+                               "'track3d batch VIDEOS --task track --model TEACHER --out DIR'")
+        for tracks_file in sorted(root.rglob(io.TRACKS_FILE)):
+            folder = tracks_file.parent
+            if folder.name.startswith("."):
+                continue
+            try:
+                summary = json.loads((folder / "summary.json").read_text())
+                labels.append(LabelledVideo(video=Path(summary["source"]), teacher=str(summary["model"]),
+                                            num_frames=int(summary["frames"]),
+                                            load=partial(io.load_tracks, tracks_file)))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                logger.warning("skipping the labels in %s: no readable summary.json (%s)", folder, exc)
+    if not labels:
+        raise Track3DError(f"no labels (tracks.npz with summary.json) in {', '.join(map(str, folders))}; make "
+                           "them with 'track3d batch VIDEOS --task track --model TEACHER --out DIR'")
+    return labels

@@ -219,9 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
         "random per step (from --teacher: 'self' = the starting student, frozen; 'baseline' = Lucas-Kanade; a "
         "checkpoint path; a registered name), from SIFT keypoints of the clip's first quarter; the points "
         "the teacher sees with visibility > 0.9 supervise the student, whose visibility/confidence head stays "
-        "frozen (learning rate 5e-5, gradient clipping at 10). OUT is resumable like 'track3d train'.",
+        "frozen (learning rate 5e-5, gradient clipping at 10). OUT is resumable like 'track3d train'. At scale, label "
+        "the videos once beforehand ('track3d batch VIDEOS --task track --model TEACHER --out labels/TEACHER', on a "
+        "Ray cluster) and train from those tracks with --labels labels/TEACHER (repeatable) instead of VIDEOS.",
     )
-    pl.add_argument("videos", metavar="VIDEOS", help="folder of unlabelled videos (searched recursively)")
+    pl.add_argument("videos", metavar="VIDEOS", nargs="?",
+                    help="folder of unlabelled videos (searched recursively); not with --labels")
+    pl.add_argument("--labels", action="append", metavar="DIR",
+                    help="train from precomputed teacher tracks instead of running teachers in the loop: the --out "
+                    "folder of 'track3d batch VIDEOS --task track --model TEACHER' (repeat for several teachers; "
+                    "one is drawn per step, then one of its videos); --teacher does not apply")
     pl.add_argument("--init", required=True, metavar="CKPT", help="the student's starting weights (a synthetic-trained model.pt)")
     pl.add_argument("--out", required=True, metavar="DIR", help="run folder (an existing run is resumed)")
     pl.add_argument("--teacher", action="append", metavar="SPEC",
@@ -523,6 +530,18 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
     from cotracker3.train.loop import run_architecture
     from cotracker3.train.pseudo_label import PseudoLabelConfig, finetune
 
+    from track3d.errors import Track3DError
+
+    if (args.videos is None) == (args.labels is None):
+        raise Track3DError("give a folder of VIDEOS (teachers run in the loop) or --labels DIR (precomputed), "
+                           "not both")
+    if args.labels and args.teacher:
+        raise Track3DError("--teacher does not apply with --labels: the labels name their teacher")
+    labels = None
+    if args.labels:
+        from track3d.batch import load_labels
+
+        labels = load_labels(args.labels)
     # The student keeps the architecture of the run it starts from (sizes, initialisation).
     model = run_architecture(args.init) or dict(SMALL_MODEL)
     config = PseudoLabelConfig(model=model, steps=args.steps, lr=args.lr, num_points=args.points, clip_len=args.clip_len,
@@ -530,7 +549,8 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
                                teachers=args.teacher or ["self", "baseline"], self_refresh=args.self_refresh,
                                init=args.init, seed=args.seed, bf16=args.bf16, eval_every=args.eval_every)
     return _run_training(args, "fine-tune", lambda progress: finetune(config, args.videos, args.out,
-                                                                      resume=not args.fresh, progress=progress))
+                                                                      resume=not args.fresh, progress=progress,
+                                                                      labels=labels))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
