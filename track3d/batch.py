@@ -769,10 +769,28 @@ def load_labels(folders: Sequence[str | Path]):
                 summary = json.loads((folder / "summary.json").read_text())
                 labels.append(LabelledVideo(video=Path(summary["source"]), teacher=str(summary["model"]),
                                             num_frames=int(summary["frames"]),
-                                            load=partial(io.load_tracks, tracks_file)))
+                                            load=partial(io.load_tracks, tracks_file),
+                                            read=partial(_read_frames, summary["source"])))
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 logger.warning("skipping the labels in %s: no readable summary.json (%s)", folder, exc)
     if not labels:
         raise Track3DError(f"no labels (tracks.npz with summary.json) in {', '.join(map(str, folders))}; make "
                            "them with 'track3d batch VIDEOS --task track --model TEACHER --out DIR'")
     return labels
+
+
+def _read_frames(source: str, start: int, length: int, step: int):
+    """Frames ``start, start + step, ...`` (``length`` at most) of a video file or image folder,
+    ``(L, H, W, 3)`` uint8; a video that cannot be read is a ``DatasetError`` (what training skips)."""
+    import numpy as np
+
+    from cotracker3.errors import DatasetError
+    from track3d import video
+
+    try:
+        frames = list(video.iter_frames(source, start=start, end=start + (length - 1) * step + 1, stride=step))
+    except Track3DError as exc:
+        raise DatasetError(str(exc)) from None
+    if not frames:
+        raise DatasetError(f"no frame of {source} from frame {start}")
+    return np.stack(frames)

@@ -387,12 +387,18 @@ class LabelledVideo:
             (source frame of each tracked frame, evenly spaced) and
             ``frame_size`` ``(W, H)`` of the source video. Called once per step
             that uses the video, so that a large label set is never all in memory.
+        read: optional ``callable(start, length, step) -> (length, H, W, 3)`` uint8 RGB,
+            the source frames ``start, start + step, ...`` at full size (for videos
+            :func:`read_clip` cannot read, such as folders of images); raises
+            :class:`~cotracker3.errors.DatasetError` when it cannot. Default:
+            :func:`read_clip` on ``video``.
     """
 
     video: Path
     teacher: str
     num_frames: int
     load: Callable[[], dict]
+    read: Callable[[int, int, int], np.ndarray] | None = None
 
 
 def plan_label_step(config: PseudoLabelConfig, step: int, labels: list[LabelledVideo]) -> StepPlan:
@@ -452,7 +458,15 @@ def label_sample(labelled: LabelledVideo, plan: StepPlan, num: int, size: tuple[
     if base < 1 or (len(frame_indices) > 1 and not (np.diff(frame_indices) == base).all()):
         raise DatasetError(f"the labels of {labelled.video} are not on evenly spaced frames")
     index = plan.start + plan.stride * np.arange(plan.length)
-    clip = read_clip(labelled.video, int(frame_indices[plan.start]), plan.length, size, step=plan.stride * base)
+    first, step = int(frame_indices[plan.start]), plan.stride * base
+    if labelled.read is None:
+        clip = read_clip(labelled.video, first, plan.length, size, step=step)
+    else:
+        frames = _check_video(labelled.read(first, plan.length, step), f"the frames of {labelled.video}")
+        if len(frames) != plan.length:
+            raise VideoTooShortError(f"{labelled.video} gave {len(frames)} frames from frame {first} every {step}; "
+                                     f"the labels need {plan.length}")
+        clip = np.stack([_resize(f, tuple(size)) for f in frames])
     h, w = size
     scale = np.array([(w - 1) / max(W - 1, 1), (h - 1) / max(H - 1, 1)], np.float32)
     target, seen = tracks[index] * scale, visibility[index]
