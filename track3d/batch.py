@@ -35,7 +35,8 @@ out of memory); this module decides what to run and records what happened.
 
 Threads per task follow the task's CPU share: ``OMP_NUM_THREADS`` (and MKL,
 OpenBLAS) in the worker's environment, ``torch.set_num_threads`` and
-``cv2.setNumThreads`` inside it.
+``cv2.setNumThreads`` inside it, and COLMAP's mapper threads
+(:attr:`~track3d.reconstruction.ReconstructOptions.threads`).
 """
 
 from __future__ import annotations
@@ -378,7 +379,7 @@ def run_task(task: str, source: str, out: str, options: dict, *, viz: bool = Tru
         if task == "reconstruct":
             from track3d.reconstruction import ReconstructOptions, reconstruct
 
-            opts = ReconstructOptions(**options)
+            opts = dataclasses.replace(ReconstructOptions(**options), threads=max(1, int(threads)))
             result = reconstruct(source, opts)
 
             def on_progress(stage: str, done: int, total: int) -> None:

@@ -199,7 +199,7 @@ def test_folder_with_bad_files_then_resume(clips, tmp_path, local_ray, capsys):
         assert 0 <= e["registered_frames"] <= FRAMES and e["seconds"] > 0
         summary = json.loads((out / name / "summary.json").read_text())
         assert summary["source"] == e["input"] and (out / name / "reconstruction.npz").is_file()
-        assert e["threads"] == 1  # one CPU per task: one torch thread
+        assert e["threads"] == 1 and summary["options"]["threads"] == 1  # one CPU per task: one thread
     table = capsys.readouterr().out
     assert "3 done, 0 skipped, 2 failed" in table
     # A bad file fails with exactly the one-line message 'track3d reconstruct' gives, and leaves nothing.
