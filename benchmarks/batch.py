@@ -1,7 +1,8 @@
 """``track3d batch`` against a loop of ``track3d reconstruct``, and Ray's overhead per task.
 
 Cuts ``--clips`` short clips (``--frames`` frames, longer side ``--side`` px) from the
-videos of ``--videos`` (default ../shared/videos, beside the repository), then prints:
+videos of ``--videos`` (default ../shared/videos, beside the repository; round robin,
+clips of one video overlapping by half), then prints:
 
 * **sequential**: wall time of one ``track3d reconstruct CLIP --out ...`` process per
   clip, one after the other (what a shell loop over the files does; each process
@@ -42,11 +43,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def cut_clips(videos: list[Path], n_clips: int, frames: int, side: int, folder: Path) -> list[Path]:
-    """``n_clips`` clips of ``frames`` frames, round robin over ``videos``, at successive starts."""
+    """``n_clips`` clips of ``frames`` frames, round robin over ``videos``, each starting ``frames // 2``
+    after the last one cut from the same video (clips of one video overlap by half)."""
     clips = []
     for k in range(n_clips):
         source = videos[k % len(videos)]
-        start = (k // len(videos)) * frames
+        start = (k // len(videos)) * (frames // 2)
         out = folder / f"{source.stem}_{k:02d}.mp4"
         written = 0
         with av.open(str(source)) as inp, av.open(str(out), "w") as container:
@@ -96,6 +98,7 @@ def ray_overhead(noop: int) -> dict:
     for _ in range(noop):
         ray.get(nothing.remote())
     t_noop = (time.perf_counter() - t0) / noop
+    ray.get([nothing.remote() for _ in range(int(ray.cluster_resources().get("CPU", 1)))])  # every worker up
     t0 = time.perf_counter()
     ray.get([nothing.remote() for _ in range(noop)])
     t_many = (time.perf_counter() - t0) / noop
@@ -133,7 +136,7 @@ def main() -> None:
         for clip in clips:
             t1 = time.perf_counter()
             subprocess.run(track3d_command("reconstruct", str(clip), "--out", str(tmp / "seq" / clip.stem), *common),
-                           check=True)
+                           check=True, capture_output=True)
             per_clip.append(time.perf_counter() - t1)
         sequential = time.perf_counter() - t0
         print(f"sequential: {sequential:.1f} s wall for {len(clips)} clips "

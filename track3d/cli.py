@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run on this Ray cluster (HOST:PORT printed by 'ray start --head', or 'auto' for the one "
                    "started on this machine); default: a local Ray started for the batch and stopped after it")
     b.add_argument("--cpus-per-task", type=float, default=None, metavar="N",
-                   help="CPUs reserved per task, and its threads (torch, OpenCV, OpenMP); tasks run at once: the "
+                   help="CPUs reserved per task, and its threads (torch, OpenCV, OpenMP, COLMAP); tasks run at once: the "
                    "cluster's CPUs / N (default: 1; with GPU tasks, the CPUs shared among the GPUs)")
     b.add_argument("--gpus-per-task", type=float, default=None, metavar="N",
                    help="GPUs reserved per task (fractions share a GPU) (default: 1 where the cluster has GPUs, "
@@ -398,7 +398,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
             bar = tqdm(total=total, desc=args.task, unit="video", leave=False)
         bar.update(finished - bar.n)
         if record is not None and record["status"] == "failed":
-            bar.write(f"failed: {record['input']}: {record['error']}")
+            bar.write(f"failed: {record['input']}: {record['error']}", file=sys.stderr)
 
     try:
         report = run_batch(args.inputs, args.out, task=args.task, options=options, viz=not args.no_viz,
