@@ -514,6 +514,38 @@ def _slots(cpus: float, gpus: float) -> int:
     return max(1, min(slots, 1 << 30))
 
 
+def task_resources(cluster: dict, cpus_per_task: float | None = None, gpus_per_task: float | None = None
+                   ) -> tuple[float, float]:
+    """CPUs and GPUs per task: those asked for, else the defaults for this cluster.
+
+    Defaults: one GPU per task where the cluster has GPUs, else none; one CPU per
+    task, or, with GPU tasks, the cluster's CPUs shared evenly among the tasks its
+    GPUs can hold at once.
+
+    Args:
+        cluster: the cluster's resources (``ray.cluster_resources()``: ``"CPU"``, ``"GPU"``).
+        cpus_per_task, gpus_per_task: what the user asked for, or None.
+
+    Returns:
+        ``(cpus, gpus)`` per task.
+
+    Raises:
+        Track3DError: one task would need more than the whole cluster has.
+    """
+    total_cpu, total_gpu = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
+    gpus = float(gpus_per_task) if gpus_per_task is not None else (1.0 if total_gpu > 0 else 0.0)
+    if cpus_per_task is not None:
+        cpus = float(cpus_per_task)
+    elif gpus > 0 and total_gpu > 0:
+        cpus = max(1.0, float(total_cpu // max(total_gpu // gpus, 1)))
+    else:
+        cpus = 1.0
+    if cpus > total_cpu or gpus > total_gpu:
+        raise Track3DError(f"a task asks for {cpus:g} CPU(s) and {gpus:g} GPU(s), but the Ray cluster has "
+                           f"{total_cpu:g} CPU(s) and {total_gpu:g} GPU(s) in all")
+    return cpus, gpus
+
+
 def run_batch(
     inputs: Sequence[str | Path],
     out_dir: str | Path,
@@ -609,17 +641,7 @@ def run_batch(
 
     started = _start_ray(address, verbose)
     try:
-        resources = ray.cluster_resources()
-        gpus = gpus_per_task if gpus_per_task is not None else (1.0 if resources.get("GPU", 0) > 0 else 0.0)
-        if cpus_per_task is not None:
-            cpus = cpus_per_task
-        elif gpus > 0:
-            cpus = max(1.0, float(resources.get("CPU", 1) // max(resources.get("GPU", 1) / gpus, 1)))
-        else:
-            cpus = 1.0
-        if cpus > resources.get("CPU", 0) or gpus > resources.get("GPU", 0):
-            raise Track3DError(f"a task asks for {cpus:g} CPU(s) and {gpus:g} GPU(s), but the Ray cluster has "
-                               f"{resources.get('CPU', 0):g} CPU(s) and {resources.get('GPU', 0):g} GPU(s) in all")
+        cpus, gpus = task_resources(ray.cluster_resources(), cpus_per_task, gpus_per_task)
         threads = max(1, int(cpus))
         env = {var: str(threads) for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
         if os.environ.get(TEST_HOOK_ENV):

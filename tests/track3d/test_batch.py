@@ -159,6 +159,17 @@ def test_names_are_unique_and_stable(tmp_path):
     assert batch.assign_names([tmp_path / "solo.mp4"], out)[0].startswith("solo-")
 
 
+def test_resources_per_task_follow_the_cluster():
+    assert batch.task_resources({"CPU": 2}) == (1.0, 0.0)
+    assert batch.task_resources({"CPU": 16, "GPU": 2}) == (8.0, 1.0)  # one GPU each, CPUs shared among them
+    assert batch.task_resources({"CPU": 16, "GPU": 2}, gpus_per_task=0.5) == (4.0, 0.5)
+    assert batch.task_resources({"CPU": 16, "GPU": 2}, cpus_per_task=2, gpus_per_task=0) == (2.0, 0.0)
+    with pytest.raises(batch.Track3DError, match="2 CPU"):
+        batch.task_resources({"CPU": 2}, cpus_per_task=4)
+    with pytest.raises(batch.Track3DError, match="0 GPU"):
+        batch.task_resources({"CPU": 2}, gpus_per_task=1)
+
+
 def test_usage_errors_exit_2_without_starting_ray(clips, tmp_path, capsys):
     import ray
 
