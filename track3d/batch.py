@@ -78,7 +78,8 @@ STATUSES = ("done", "skipped", "failed")
 TEST_HOOK_ENV = "TRACK3D_BATCH_TEST_HOOK"
 """For tests only: ``"kill:MARKER"`` makes the first worker that starts writing a result kill its own
 process (SIGKILL) once, after creating the file MARKER; ``"pause:MARKER"`` makes every worker create
-MARKER when it starts writing, then sleep there (to interrupt or time out a batch mid-write)."""
+MARKER when it starts writing, then sleep there (to interrupt or time out a batch mid-write);
+``"stuck:MARKER"`` is ``pause`` with the worker's own timer blocked (only the driver can stop it)."""
 
 FORCE_GRACE_S = 30.0
 """Seconds past ``timeout`` after which the driver stops a task by force (killing its worker), when the
@@ -310,7 +311,9 @@ def _test_hook() -> None:
         os.write(fd, str(os.getpid()).encode())
         os.close(fd)
         os.kill(os.getpid(), signal.SIGKILL)
-    elif action == "pause":
+    elif action in ("pause", "stuck"):
+        if action == "stuck":  # as native code that never returns to Python: the timer's signal waits
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
         Path(marker).write_text(str(os.getpid()))
         while True:
             time.sleep(0.1)

@@ -279,6 +279,32 @@ def test_timeout_stops_and_records_the_task(clips, tmp_path, local_ray, monkeypa
     assert not (out / "cat").exists() and _no_partial(out)  # ... and left nothing
 
 
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (killed, waiting for its parent to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_task_stuck_past_its_timeout_is_stopped_by_force(clips, tmp_path, local_ray, monkeypatch):
+    marker = tmp_path / "stuck"
+    monkeypatch.setenv(batch.TEST_HOOK_ENV, f"stuck:{marker}")
+    monkeypatch.setattr(batch, "FORCE_GRACE_S", 2.0)
+    out = tmp_path / "out"
+    t0 = time.perf_counter()
+    assert _run(clips / "cat.mp4", "--out", out, "--timeout", "4", *COMMON) == 1
+    assert time.perf_counter() - t0 < 60, _batch_json(out)
+    (entry,) = _batch_json(out)["inputs"]
+    assert entry["error"] == "timed out after 4 s (--timeout); stopped by force", entry
+    pid = int(marker.read_text())
+    deadline = time.monotonic() + 20
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(pid)  # its worker was killed
+    assert not (out / "cat").exists() and _no_partial(out)
+
+
 # -- teacher labels, then fine-tuning from them -------------------------------------------
 
 
