@@ -488,6 +488,21 @@ def _crash_message(exc: BaseException, retries: int) -> str:
     return _one_line(f"{type(exc).__name__}: {exc}")
 
 
+def _token_auth_for_clusters() -> None:
+    """Clusters started with ``ray start`` by this Ray use token authentication, and a driver that
+    connects to one must say so (``RAY_AUTH_MODE=token``) before Ray is imported (Ray reads it then).
+    Where this machine holds a token and nothing says otherwise, say so."""
+    import sys
+
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    if "RAY_AUTH_MODE" in os.environ or not (os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file()):
+        return
+    if "ray" in sys.modules:
+        logger.debug("Ray is already imported: RAY_AUTH_MODE is left as it is")
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def _start_ray(address: str | None, verbose: bool) -> bool:
     """Connect to ``address``, or start a local Ray; True when this call started it (so must stop it)."""
     import ray
@@ -500,7 +515,8 @@ def _start_ray(address: str | None, verbose: bool) -> bool:
         try:
             ray.init(address=address, **common)
         except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise Track3DError(f"cannot connect to the Ray cluster at {address}: {_one_line(str(exc))}") from None
+            raise Track3DError(f"cannot connect to the Ray cluster at {address}: {_one_line(str(exc))} (is it "
+                               "running? does this machine hold the cluster's token, ~/.ray/auth_token?)") from None
         return True
     ray.init(object_store_memory=256 * 1024 * 1024, **common)
     return True
@@ -599,6 +615,8 @@ def run_batch(
         Track3DError: a usage error (bad option, missing input, unreachable cluster).
         OutputError: ``out_dir`` is not a folder.
     """
+    if address:
+        _token_auth_for_clusters()
     import ray
 
     if task not in TASKS:
