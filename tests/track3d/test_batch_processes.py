@@ -38,7 +38,10 @@ def _ray_processes_of(session: Path) -> list[int]:
     return pids
 
 
-def test_ctrl_c_stops_workers_and_leaves_no_partial_folder(clips, tmp_path):
+@pytest.mark.parametrize("to", ["driver", "group"])
+def test_ctrl_c_stops_workers_and_leaves_no_partial_folder(clips, tmp_path, to):
+    """SIGINT to the command alone, or to its whole process group (what a terminal's Ctrl-C does:
+    the Ray processes the command started get it too)."""
     import tempfile
 
     marker, out = tmp_path / "writing", tmp_path / "out"
@@ -46,7 +49,8 @@ def test_ctrl_c_stops_workers_and_leaves_no_partial_folder(clips, tmp_path):
     env = {**os.environ, batch.TEST_HOOK_ENV: f"pause:{marker}", "RAY_TMPDIR": str(session)}
     command = [sys.executable, "-m", "track3d.cli", "-q", "batch", str(clips / "apple.mp4"), str(clips / "room"),
                "--out", str(out), *COMMON]
-    driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
     try:
         deadline = time.monotonic() + 180
         while not marker.exists():
@@ -54,11 +58,14 @@ def test_ctrl_c_stops_workers_and_leaves_no_partial_folder(clips, tmp_path):
             assert time.monotonic() < deadline, "no worker reached the writing of a result"
             time.sleep(0.2)
         assert any(".tmp-" in p.name for p in out.iterdir())  # a half-written result is there now
-        driver.send_signal(signal.SIGINT)
+        if to == "driver":
+            driver.send_signal(signal.SIGINT)
+        else:
+            os.killpg(driver.pid, signal.SIGINT)
         stdout, stderr = driver.communicate(timeout=120)
     finally:
         if driver.poll() is None:
-            driver.kill()
+            os.killpg(driver.pid, signal.SIGKILL)
     assert driver.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert _no_partial(out)
