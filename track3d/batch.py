@@ -484,7 +484,7 @@ def _crash_message(exc: BaseException, retries: int) -> str:
                          f"not help ({type(exc).__name__})")
     if isinstance(exc, rex.RayTaskError):
         cause = getattr(exc, "cause", None) or exc
-        return _one_line(f"internal error ({type(cause).__name__}: {str(cause).splitlines()[-1:] or ''})")
+        return _one_line(f"internal error ({type(cause).__name__}: {(str(cause).splitlines() or [''])[-1]})")
     return _one_line(f"{type(exc).__name__}: {exc}")
 
 
@@ -593,8 +593,9 @@ def run_batch(
         viz: write the viewable files too (``reconstruct``: ``recording.rrd``
             and ``overlay.mp4``; ``track``: ``overlay.mp4``).
         address: a running Ray cluster (``ray start --head`` prints it; ``"auto"``
-            finds the local one). None: a local Ray is started for the batch and
-            stopped after it (unless this process already runs Ray: then that is used).
+            finds the local one). None: ``$RAY_ADDRESS`` where it is set, else a local Ray
+            is started for the batch and stopped after it (unless this process already
+            runs Ray: then that is used).
         cpus_per_task: CPUs Ray reserves per task, and its threads (default: 1;
             with GPU tasks, the cluster's CPUs shared among its GPUs).
         gpus_per_task: GPUs per task (default: 1 where the cluster has GPUs, else 0).
@@ -615,6 +616,7 @@ def run_batch(
         Track3DError: a usage error (bad option, missing input, unreachable cluster).
         OutputError: ``out_dir`` is not a folder.
     """
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         _token_auth_for_clusters()
     import ray

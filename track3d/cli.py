@@ -278,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not write recording.rrd and overlay.mp4 (--task track: overlay.mp4)")
     b.add_argument("--address", metavar="ADDRESS",
                    help="run on this Ray cluster (HOST:PORT printed by 'ray start --head', or 'auto' for the one "
-                   "started on this machine); default: a local Ray started for the batch and stopped after it")
+                   "started on this machine); default: $RAY_ADDRESS where it is set, else a local Ray started for the "
+                   "batch and stopped after it")
     b.add_argument("--cpus-per-task", type=float, default=None, metavar="N",
                    help="CPUs reserved per task, and its threads (torch, OpenCV, OpenMP, COLMAP); tasks run at once: the "
                    "cluster's CPUs / N (default: 1; with GPU tasks, the CPUs shared among the GPUs)")

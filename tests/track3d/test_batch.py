@@ -39,6 +39,7 @@ def _offline(tmp_path, monkeypatch):
     monkeypatch.setenv("TRACK3D_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("TRACK3D_OFFLINE", "1")
     monkeypatch.delenv(batch.TEST_HOOK_ENV, raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # each test says which Ray it runs on
 
 
 def _write_video(path: Path, frames: np.ndarray, fps: float = 10) -> Path:
