@@ -79,7 +79,8 @@ TEST_HOOK_ENV = "TRACK3D_BATCH_TEST_HOOK"
 """For tests only: ``"kill:MARKER"`` makes the first worker that starts writing a result kill its own
 process (SIGKILL) once, after creating the file MARKER; ``"pause:MARKER"`` makes every worker create
 MARKER when it starts writing, then sleep there (to interrupt or time out a batch mid-write);
-``"stuck:MARKER"`` is ``pause`` with the worker's own timer blocked (only the driver can stop it)."""
+``"stuck:MARKER"`` blocks the worker's own timer from the task's start (creating MARKER then), then
+sleeps when writing: only the driver can stop it."""
 
 FORCE_GRACE_S = 30.0
 """Seconds past ``timeout`` after which the driver stops a task by force (killing its worker), when the
@@ -297,12 +298,17 @@ class TaskTimeout(BaseException):
     ``except Exception`` in library code swallows it; the atomic writer cleans up on it)."""
 
 
-def _test_hook() -> None:
-    """See :data:`TEST_HOOK_ENV`."""
+def _test_hook(stage: str = "write") -> None:
+    """See :data:`TEST_HOOK_ENV`; ``stage``: ``"start"`` (the task's timer just set) or ``"write"``."""
     spec = os.environ.get(TEST_HOOK_ENV)
     if not spec or ":" not in spec:
         return
     action, marker = spec.split(":", 1)
+    if stage == "start":
+        if action == "stuck":  # as native code that never returns to Python: the timer does nothing
+            signal.signal(signal.SIGALRM, signal.SIG_IGN)
+            Path(marker).write_text(str(os.getpid()))
+        return
     if action == "kill":
         try:
             fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -312,9 +318,8 @@ def _test_hook() -> None:
         os.close(fd)
         os.kill(os.getpid(), signal.SIGKILL)
     elif action in ("pause", "stuck"):
-        if action == "stuck":  # as native code that never returns to Python: the timer's signal waits
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
-        Path(marker).write_text(str(os.getpid()))
+        if action == "pause":
+            Path(marker).write_text(str(os.getpid()))
         while True:
             time.sleep(0.1)
 
@@ -378,6 +383,7 @@ def run_task(task: str, source: str, out: str, options: dict, *, viz: bool = Tru
 
         previous = signal.signal(signal.SIGALRM, expire)
         signal.setitimer(signal.ITIMER_REAL, float(timeout))
+    _test_hook("start")
     try:
         if task == "reconstruct":
             from track3d.reconstruction import ReconstructOptions, reconstruct
