@@ -33,4 +33,4 @@ fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$TORCH_SPEC"
 # TORCH_SPEC again, so that nothing the extras pull in can replace the torch installed above.
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test,depth]" "$TORCH_SPEC"
-"$VENV/bin/python" -c "import torch, open3d, pycolmap, rerun, av, cv2, transformers, track3d; print('track3d', track3d.__version__, 'with torch', torch.__version__, 'and transformers', transformers.__version__, 'is ready in $VENV')"
+"$VENV/bin/python" -c "import torch, open3d, pycolmap, rerun, av, cv2, transformers, ray, track3d; print('track3d', track3d.__version__, 'with torch', torch.__version__, 'and transformers', transformers.__version__, 'and ray', ray.__version__, 'is ready in $VENV')"

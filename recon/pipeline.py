@@ -97,6 +97,7 @@ class ReconOptions:
             extent). Off by default: on real footage, tracks drifting together over a low-texture
             surface pass it too (apple.mp4, a static scene: 107 of 900 tracks taken as moving).
         seed: random seed of RANSAC and the mapper.
+        num_threads: threads of COLMAP's mapper and bundle adjustment (-1: all cores).
     """
 
     min_track_length: int = 3
@@ -114,6 +115,7 @@ class ReconOptions:
     depth_scale_from_static: bool = True
     split_test: bool = False
     seed: int = 0
+    num_threads: int = -1
 
 
 @dataclass
@@ -381,7 +383,8 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
         keyframes = _keyframes(T, opts.max_keyframes)
         for round_ in range(1 + opts.refinements):
             result = colmap.map_tracks(tracks[keyframes], vis[keyframes], static, (W, H), K_given,
-                                       max_gap=opts.max_gap, pixel_scale=px, mapper=opts.mapper, seed=opts.seed)
+                                       max_gap=opts.max_gap, pixel_scale=px, mapper=opts.mapper, seed=opts.seed,
+                                       num_threads=opts.num_threads)
             status.note(result.message + (f" (keyframes: every {keyframes[1] - keyframes[0]}th frame)"
                                           if len(keyframes) < T else ""))
             solved_keyframes = int(np.isfinite(result.cam_from_world).all(axis=(1, 2)).sum())
@@ -389,7 +392,8 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
                 # The incremental mapper can start from a pair without enough parallax (a pan before a
                 # walk) and register little more; the global mapper solves all frames at once.
                 other = colmap.map_tracks(tracks[keyframes], vis[keyframes], static, (W, H), K_given,
-                                          max_gap=opts.max_gap, pixel_scale=px, mapper="global", seed=opts.seed)
+                                          max_gap=opts.max_gap, pixel_scale=px, mapper="global", seed=opts.seed,
+                                          num_threads=opts.num_threads)
                 if np.isfinite(other.cam_from_world).all(axis=(1, 2)).sum() > solved_keyframes:
                     result = other
                     status.note(other.message + " (used: the incremental mapper registered under half)")
@@ -642,7 +646,8 @@ def _second_focal_start(result, tracks, vis, static, image_size, px, opts, statu
         return result
     focal = 0.8 * max(image_size)
     other = colmap.map_tracks(tracks, vis, static, image_size, None, max_gap=opts.max_gap, pixel_scale=px,
-                              mapper=opts.mapper, seed=opts.seed, focal_guess=focal)
+                              mapper=opts.mapper, seed=opts.seed, focal_guess=focal,
+                              num_threads=opts.num_threads)
     solved = int(np.isfinite(result.cam_from_world).all(axis=(1, 2)).sum())
     other_solved = int(np.isfinite(other.cam_from_world).all(axis=(1, 2)).sum())
     other_found = int(np.isfinite(other.points).all(1).sum())

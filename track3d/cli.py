@@ -22,20 +22,38 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 logger = logging.getLogger("track3d")
 
 
-def _add_options(parser: argparse.ArgumentParser, options_cls) -> None:
-    """One ``--flag`` per dataclass field, help from the field's metadata."""
+def _add_options(parser: argparse.ArgumentParser, options_cls, *, only_given: dict | None = None) -> None:
+    """One ``--flag`` per dataclass field, help from the field's metadata.
+
+    ``only_given`` (used by ``batch``, whose options belong to one of several tasks): a mapping
+    task name -> options class; the flags then default to nothing (an option not given is not
+    set, and the task's own default applies), and the help says which tasks take each option and
+    their defaults.
+    """
     for f in dataclasses.fields(options_cls):
         if f.metadata.get("cli") is False:
             continue
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
+        tasks = {}
+        if only_given is not None:
+            tasks = {name: next((g.default for g in dataclasses.fields(cls) if g.name == f.name), dataclasses.MISSING)
+                     for name, cls in only_given.items()}
+            tasks = {name: d for name, d in tasks.items() if d is not dataclasses.MISSING}
+            if len(tasks) < len(only_given):
+                help_text += f" ({', '.join(tasks)} only)"
         if f.type in ("bool", bool):
-            parser.add_argument(flag, action="store_true", default=f.default, help=help_text)
+            parser.add_argument(flag, action="store_true", help=help_text,
+                                default=argparse.SUPPRESS if only_given is not None else f.default)
             continue
         kind = {"int": int, "int | None": int, "float": float, "float | None": float, "str": str,
                 "str | None": str}.get(str(f.type), str)
         default = f.default
         suffix = f" (default: {default})" if default is not None else ""
+        if only_given is not None:
+            if len(set(map(repr, tasks.values()))) > 1:
+                suffix = " (default: " + ", ".join(f"{d} for {name}" for name, d in tasks.items()) + ")"
+            default = argparse.SUPPRESS
         choices = f.metadata.get("choices")
         parser.add_argument(flag, type=kind, default=default, help=help_text + suffix, choices=choices,
                             metavar="{" + ",".join(choices) + "}" if choices else f.name.upper())
@@ -201,9 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
         "random per step (from --teacher: 'self' = the starting student, frozen; 'baseline' = Lucas-Kanade; a "
         "checkpoint path; a registered name), from SIFT keypoints of the clip's first quarter; the points "
         "the teacher sees with visibility > 0.9 supervise the student, whose visibility/confidence head stays "
-        "frozen (learning rate 5e-5, gradient clipping at 10). OUT is resumable like 'track3d train'.",
+        "frozen (learning rate 5e-5, gradient clipping at 10). OUT is resumable like 'track3d train'. At scale, label "
+        "the videos once beforehand ('track3d batch VIDEOS --task track --model TEACHER --out labels/TEACHER', on a "
+        "Ray cluster) and train from those tracks with --labels labels/TEACHER (repeatable) instead of VIDEOS.",
     )
-    pl.add_argument("videos", metavar="VIDEOS", help="folder of unlabelled videos (searched recursively)")
+    pl.add_argument("videos", metavar="VIDEOS", nargs="?",
+                    help="folder of unlabelled videos (searched recursively); not with --labels")
+    pl.add_argument("--labels", action="append", metavar="DIR",
+                    help="train from precomputed teacher tracks instead of running teachers in the loop: the --out "
+                    "folder of 'track3d batch VIDEOS --task track --model TEACHER' (repeat for several teachers; "
+                    "one is drawn per step, then one of its videos); --teacher does not apply")
     pl.add_argument("--init", required=True, metavar="CKPT", help="the student's starting weights (a synthetic-trained model.pt)")
     pl.add_argument("--out", required=True, metavar="DIR", help="run folder (an existing run is resumed)")
     pl.add_argument("--teacher", action="append", metavar="SPEC",
@@ -224,6 +249,50 @@ def build_parser() -> argparse.ArgumentParser:
                     help="when fine-tuning ends, evaluate on the synthetic set and write the student as the "
                     "embedded model, with the provenance of both stages, into DIR (default: inside the package)")
     pl.set_defaults(func=cmd_pseudo_label, interrupted="a checkpoint was saved: run the same command again to resume")
+
+    from track3d.batch import BATCH_FILE, TASKS
+
+    b = sub.add_parser(
+        "batch",
+        help="reconstruct (or track) many videos as Ray tasks, on this machine or a cluster; resumable",
+        description="Run 'track3d reconstruct' (or, with --task track, 'track3d track') on every INPUT, each as one "
+        "Ray task, and write one result folder per video, OUT/<name>/ (the file name; '-' and a hash of the path "
+        "where two inputs share a name), exactly as the single commands would, atomically. A complete result "
+        "already in OUT is skipped, so running the same command again resumes a batch; Ctrl-C stops the workers "
+        "and leaves no half-written folder. A corrupt or unreadable video fails its task with the message the "
+        "single command gives, and the batch goes on; a worker that dies (killed, out of memory) is retried. "
+        f"OUT/{BATCH_FILE} records every input (status done, skipped or failed, error, seconds, frames, registered "
+        "frames, Ray node) and is rewritten as tasks finish. Exit code: 0 when every input is done or skipped, 1 "
+        "when one failed, 2 for usage errors. Every option of 'reconstruct' (and of 'track') applies to every input.",
+    )
+    b.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="a video file, a folder (its videos, searched recursively, and folders of images, each "
+                   "one video), or a text file (.txt, .lst, .list) listing such paths, one a line")
+    b.add_argument("--out", required=True, metavar="DIR", help="output folder: DIR/<name>/ per video and "
+                   f"DIR/{BATCH_FILE} (created; an existing one is resumed)")
+    b.add_argument("--task", choices=TASKS, default="reconstruct",
+                   help="what to run on each video: 'reconstruct' (default) or 'track' (2D tracks only, e.g. a "
+                   "teacher's pseudo-labels for 'track3d pseudo-label --labels')")
+    b.add_argument("--overwrite", action="store_true", help="redo every video, replacing complete results")
+    b.add_argument("--no-viz", "--no-overlay", dest="no_viz", action="store_true",
+                   help="do not write recording.rrd and overlay.mp4 (--task track: overlay.mp4)")
+    b.add_argument("--address", metavar="ADDRESS",
+                   help="run on this Ray cluster (HOST:PORT printed by 'ray start --head', or 'auto' for the one "
+                   "started on this machine); default: $RAY_ADDRESS where it is set, else a local Ray started for the "
+                   "batch and stopped after it")
+    b.add_argument("--cpus-per-task", type=float, default=None, metavar="N",
+                   help="CPUs reserved per task, and its threads (torch, OpenCV, OpenMP, COLMAP); tasks run at once: the "
+                   "cluster's CPUs / N (default: 1; with GPU tasks, the CPUs shared among the GPUs)")
+    b.add_argument("--gpus-per-task", type=float, default=None, metavar="N",
+                   help="GPUs reserved per task (fractions share a GPU) (default: 1 where the cluster has GPUs, "
+                   "else 0)")
+    b.add_argument("--retries", type=int, default=2, metavar="N",
+                   help="run a task again up to N times when its worker process dies (killed, out of memory); "
+                   "bad input is not retried (default: 2)")
+    b.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="stop a task that runs longer than this and record it as failed (default: no limit)")
+    _add_options(b, ReconstructOptions, only_given={"reconstruct": ReconstructOptions, "track": TrackOptions})
+    b.set_defaults(func=cmd_batch)
 
     m = sub.add_parser("models", help="list the registered CoTracker3 weights and whether they are cached",
                        description="List the registered weights, where they come from and where they are cached.")
@@ -258,11 +327,8 @@ class _Progress:
 
 def cmd_track(args: argparse.Namespace) -> int:
     """``track3d track``: track, then write the result folder atomically."""
-    import numpy as np
-
-    from track3d import io, video as video_io
-    from track3d.tracking import TrackOptions, track
-    from viz.overlay import write_overlay_video
+    from track3d import io
+    from track3d.tracking import TrackOptions, save_track_folder, track
 
     opts = TrackOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrackOptions)
                            if hasattr(args, f.name)})
@@ -274,18 +340,12 @@ def cmd_track(args: argparse.Namespace) -> int:
         result = track(args.video, opts, progress=progress)
     finally:
         progress.close()
-    with io.atomic_output_dir(out_dir, overwrite=args.overwrite) as tmp:
-        result.save(tmp / io.TRACKS_FILE)
-        if not args.no_overlay:
-            t1 = time.perf_counter()
-            frames = video_io.iter_frames(args.video, start=opts.start, end=opts.end, stride=opts.stride)
-            write_overlay_video(tmp / "overlay.mp4", frames, result.tracks, result.visibility, fps=result.fps)
-            result.timings["overlay"] = time.perf_counter() - t1
-    n_vis = float(np.mean(result.visibility)) if result.visibility.size else 0.0
-    T, N = result.visibility.shape
+    summary = save_track_folder(result, out_dir, opts, overlay=not args.no_overlay, overwrite=args.overwrite)
     logger.info("tracked %d points through %d frames in %.1f s (%.0f%% visible) with %s",
-                N, T, time.perf_counter() - t0, 100 * n_vis, result.model)
-    print(f"wrote {out_dir}/tracks.npz" + ("" if args.no_overlay else f" and {out_dir}/overlay.mp4"))
+                summary["tracks"], summary["frames"], time.perf_counter() - t0, 100 * summary["visible"],
+                result.model)
+    print(f"wrote {out_dir}/tracks.npz" + ("" if args.no_overlay else f" and {out_dir}/overlay.mp4")
+          + " and summary.json")
     return EXIT_OK
 
 
@@ -318,6 +378,48 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {args.out}/ ({', '.join(s['files'])})")
     return EXIT_OK
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    """``track3d batch``: many videos as Ray tasks; ``batch.json``, a summary table, exit code 0/1."""
+    from track3d.batch import BatchReport, run_batch
+    from track3d.reconstruction import ReconstructOptions
+
+    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(ReconstructOptions) if hasattr(args, f.name)}
+    _checkpoint_on_sigterm()  # a polite kill stops the batch as Ctrl-C does
+    bar = None
+
+    def progress(record, finished, total):
+        nonlocal bar
+        if args.quiet:
+            return
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, desc=args.task, unit="video", leave=False)
+        bar.update(finished - bar.n)
+        if record is not None and record["status"] == "failed":
+            bar.write(f"failed: {record['input']}: {record['error']}", file=sys.stderr)
+
+    try:
+        report = run_batch(args.inputs, args.out, task=args.task, options=options, viz=not args.no_viz,
+                           address=args.address, cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task,
+                           retries=args.retries, timeout=args.timeout, overwrite=args.overwrite,
+                           verbose=args.verbose > 0, progress=progress)
+    except KeyboardInterrupt as exc:
+        if bar is not None:
+            bar.close()
+        report = exc.args[0] if exc.args and isinstance(exc.args[0], BatchReport) else None
+        if report is not None:
+            print(report.table())
+        print("track3d: interrupted; the finished results are kept and no partial folder is left: run the same "
+              "command again to go on", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if bar is not None:
+        bar.close()
+    print(report.table())
+    print(f"wrote {report.out_dir}/batch.json")
+    return EXIT_ERROR if report.failed else EXIT_OK
 
 
 def _depth_source(depth: dict) -> str:
@@ -429,6 +531,18 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
     from cotracker3.train.loop import run_architecture
     from cotracker3.train.pseudo_label import PseudoLabelConfig, finetune
 
+    from track3d.errors import Track3DError
+
+    if (args.videos is None) == (args.labels is None):
+        raise Track3DError("give a folder of VIDEOS (teachers run in the loop) or --labels DIR (precomputed), "
+                           "not both")
+    if args.labels and args.teacher:
+        raise Track3DError("--teacher does not apply with --labels: the labels name their teacher")
+    labels = None
+    if args.labels:
+        from track3d.batch import load_labels
+
+        labels = load_labels(args.labels)
     # The student keeps the architecture of the run it starts from (sizes, initialisation).
     model = run_architecture(args.init) or dict(SMALL_MODEL)
     config = PseudoLabelConfig(model=model, steps=args.steps, lr=args.lr, num_points=args.points, clip_len=args.clip_len,
@@ -436,7 +550,8 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
                                teachers=args.teacher or ["self", "baseline"], self_refresh=args.self_refresh,
                                init=args.init, seed=args.seed, bf16=args.bf16, eval_every=args.eval_every)
     return _run_training(args, "fine-tune", lambda progress: finetune(config, args.videos, args.out,
-                                                                      resume=not args.fresh, progress=progress))
+                                                                      resume=not args.fresh, progress=progress,
+                                                                      labels=labels))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -86,6 +86,8 @@ class ReconstructOptions(TrackOptions):
     min_reliability: float = _opt(
         0.0, "hide moving points whose reliability (0..1, how well their 3D is determined) is below this in "
         "recording.rrd and dynamic.glb; reconstruction.npz keeps every point")
+    threads: int | None = _opt(None, "CPU threads of COLMAP's mapper (None: all cores); 'track3d batch' sets it to "
+                               "each task's CPU share", cli=False)
 
 
 @dataclass
@@ -526,7 +528,8 @@ def reconstruct(
                             intrinsics=K, depth=depth,
                             options=recon.ReconOptions(min_track_length=opts.min_track_length,
                                                        track_resolution=track_resolution, mapper=opts.mapper,
-                                                       depth_kind=opts.depth_kind),
+                                                       depth_kind=opts.depth_kind,
+                                                       num_threads=opts.threads or -1),
                             progress=progress)
     del depth
     t_recon = time.perf_counter() - t0

@@ -426,3 +426,66 @@ def _track_online(video, read_kw, opts, queries, info, model, notify):
     if count < 2:
         raise VideoError(f"{video}: {count} frame(s) selected; tracking needs at least 2")
     return result, (H, W), count
+
+
+TRACK_SUMMARY_FILE = "summary.json"
+"""What a tracking result folder says about itself (written last, inside the atomic folder)."""
+
+
+def save_track_folder(
+    result: Tracks,
+    out_dir: str | Path,
+    options: TrackOptions,
+    *,
+    overlay: bool = True,
+    overwrite: bool = False,
+    on_write: Callable[[str], None] | None = None,
+) -> dict:
+    """Write a tracking result folder, atomically (:func:`track3d.io.atomic_output_dir`).
+
+    The folder holds ``tracks.npz`` (:func:`track3d.io.save_tracks`, with
+    ``frame_indices``), ``overlay.mp4`` (the tracked frames with the tracks
+    drawn; read again from ``result.source``) unless ``overlay`` is false, and
+    ``summary.json``: ``source``, ``model``, ``frames``, ``tracks``, ``fps``,
+    ``frame_size``, ``timings`` (seconds per stage), ``options`` and ``files``.
+    It appears complete or not at all.
+
+    Args:
+        result: the :class:`Tracks` of :func:`track`.
+        out_dir: the folder; it must not exist (or be empty) unless ``overwrite``.
+        options: the options ``result`` was tracked with (frame selection for the
+            overlay, recorded in the summary).
+        overlay: also write ``overlay.mp4``.
+        overwrite: replace an existing folder.
+        on_write: optional ``callable(file_name)`` after each file is written
+            inside the temporary folder.
+
+    Returns:
+        The summary written to ``summary.json``.
+
+    Raises:
+        OutputError: ``out_dir`` exists (and not ``overwrite``) or is not a folder.
+    """
+    notify = on_write or (lambda name: None)
+    with io.atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+        result.save(tmp / io.TRACKS_FILE)
+        notify(io.TRACKS_FILE)
+        if overlay:
+            from viz.overlay import write_overlay_video
+
+            t0 = time.perf_counter()
+            frames = video_io.iter_frames(result.source, start=options.start, end=options.end, stride=options.stride)
+            write_overlay_video(tmp / "overlay.mp4", frames, result.tracks, result.visibility, fps=result.fps)
+            result.timings["overlay"] = time.perf_counter() - t0
+            notify("overlay.mp4")
+        T, N = result.visibility.shape
+        summary = {
+            "source": str(result.source), "model": result.model, "frames": int(T), "tracks": int(N),
+            "fps": float(result.fps), "frame_size": [int(v) for v in result.frame_size],
+            "visible": round(float(np.mean(result.visibility)), 4) if result.visibility.size else 0.0,
+            "timings": {k: round(float(v), 3) for k, v in result.timings.items()},
+            "options": {k: v for k, v in dataclasses.asdict(options).items() if k != "download"},
+        }
+        summary["files"] = sorted(p.name for p in tmp.iterdir()) + [TRACK_SUMMARY_FILE]
+        io.write_json_atomic(tmp / TRACK_SUMMARY_FILE, summary)
+    return summary

@@ -45,6 +45,13 @@ if it had not stopped. The run folder follows :func:`cotracker3.train.loop.train
 ``checkpoint.pt`` (model, optimiser, schedule, step, configuration and the
 ``"self"`` teacher's weights), ``model.pt`` (weights only) and ``log.jsonl``.
 
+Precomputed labels (``labels=`` of :func:`finetune`; ``track3d pseudo-label --labels DIR``): instead of
+running teachers in the loop, each step draws a teacher among those that labelled videos, one of its
+:class:`LabelledVideo` s (tracks a teacher computed once over the whole video, e.g. by ``track3d batch
+--task track --model TEACHER`` on a cluster), a clip as above, and queries among the labelled tracks
+visible in the clip's first quarter (:func:`label_sample`); the rest of the step is the same. Labels
+use the visibility the teacher wrote (its own threshold), not the 0.9 filter of the loop.
+
 Videos are decoded with PyAV from their first frame (no seeking: exact for
 every container, slow for long videos; cut long videos into short files).
 
@@ -365,6 +372,121 @@ def pseudo_label(video: np.ndarray, queries: np.ndarray, teacher, *, backward: b
     return tracks.astype(np.float32), visible.astype(bool)
 
 
+@dataclass
+class LabelledVideo:
+    """A teacher's tracks of one whole video, computed beforehand.
+
+    Attributes:
+        video: the video file the tracks were computed on.
+        teacher: the teacher's name (``"baseline"`` for Lucas-Kanade, whose
+            positions of lost points are not trained on; a weights name or path).
+        num_frames: ``T``, the tracked frames.
+        load: ``callable() -> dict`` with ``tracks`` ``(T, N, 2)`` float pixels
+            ``(x, y)`` of the source video (``(0, 0)`` the centre of the top-left
+            pixel), ``visibility`` ``(T, N)`` bool, ``frame_indices`` ``(T,)``
+            (source frame of each tracked frame, evenly spaced) and
+            ``frame_size`` ``(W, H)`` of the source video. Called once per step
+            that uses the video, so that a large label set is never all in memory.
+        read: optional ``callable(start, length, step) -> (length, H, W, 3)`` uint8 RGB,
+            the source frames ``start, start + step, ...`` at full size (for videos
+            :func:`read_clip` cannot read, such as folders of images); raises
+            :class:`~cotracker3.errors.DatasetError` when it cannot. Default:
+            :func:`read_clip` on ``video``.
+    """
+
+    video: Path
+    teacher: str
+    num_frames: int
+    load: Callable[[], dict]
+    read: Callable[[int, int, int], np.ndarray] | None = None
+
+
+def plan_label_step(config: PseudoLabelConfig, step: int, labels: list[LabelledVideo]) -> StepPlan:
+    """Draw the teacher, video and clip of a step on precomputed labels (from ``(seed, step)`` alone).
+
+    The teacher is drawn uniformly among ``config.teachers`` (those that labelled the
+    videos), then one of its videos, then the clip as :func:`plan_step` does; ``video``
+    indexes ``labels``, ``start`` and ``stride`` count tracked frames of the labels.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(3, step)))
+    teacher = int(rng.integers(len(config.teachers)))
+    mine = [i for i, lv in enumerate(labels) if lv.teacher == config.teachers[teacher]]
+    video = mine[int(rng.integers(len(mine)))]
+    n = labels[video].num_frames
+    length = int(rng.integers(config.min_clip_len, config.clip_len + 1))
+    top = min(MAX_STRIDE, n // length)
+    stride = int(rng.integers(1, top)) if config.random_stride and top > 1 else 1
+    start = int(rng.integers(0, n - (length - 1) * stride))
+    return StepPlan(video, start, length, stride, teacher, rng)
+
+
+def label_sample(labelled: LabelledVideo, plan: StepPlan, num: int, size: tuple[int, int]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
+    """The clip, queries and targets of a step on precomputed labels.
+
+    The clip's frames are the tracked frames ``plan.start, plan.start + plan.stride, ...``
+    (``plan.length`` of them), read from the video and resized to ``size``; the label
+    tracks are scaled to the same pixels. Queries are drawn among the tracks visible
+    in the clip's first quarter (frames ``[0, int(0.25 * L)]``, as the SIFT queries),
+    each at one of its visible frames there, ``num`` of them at most. With no such
+    track the sample must be masked out (``ok`` false; uniform queries, as
+    :func:`sift_queries`).
+
+    Args:
+        labelled: the video and its labels.
+        plan: the step's draw (:func:`plan_label_step`).
+        num: queries wanted.
+        size: ``(H, W)`` of the student's input.
+
+    Returns:
+        ``(clip, queries, tracks, visible, ok)``: ``(L, H, W, 3)`` uint8, ``(n, 3)``
+        float32 ``(t, x, y)``, ``(L, n, 2)`` float32, ``(L, n)`` bool, and whether the
+        sample is usable.
+
+    Raises:
+        DatasetError: the labels do not fit the video (frame indices not evenly
+            spaced, arrays of different lengths) or the video cannot be read.
+    """
+    arrays = labelled.load()
+    tracks, visibility = np.asarray(arrays["tracks"], np.float32), np.asarray(arrays["visibility"], bool)
+    frame_indices = np.asarray(arrays["frame_indices"], np.int64)
+    W, H = (int(v) for v in arrays["frame_size"])
+    if not (len(tracks) == len(visibility) == len(frame_indices)) or tracks.ndim != 3:
+        raise DatasetError(f"the labels of {labelled.video} do not fit together: tracks {tracks.shape}, "
+                           f"visibility {visibility.shape}, frame_indices {frame_indices.shape}")
+    base = int(frame_indices[1] - frame_indices[0]) if len(frame_indices) > 1 else 1
+    if base < 1 or (len(frame_indices) > 1 and not (np.diff(frame_indices) == base).all()):
+        raise DatasetError(f"the labels of {labelled.video} are not on evenly spaced frames")
+    index = plan.start + plan.stride * np.arange(plan.length)
+    first, step = int(frame_indices[plan.start]), plan.stride * base
+    if labelled.read is None:
+        clip = read_clip(labelled.video, first, plan.length, size, step=step)
+    else:
+        frames = _check_video(labelled.read(first, plan.length, step), f"the frames of {labelled.video}")
+        if len(frames) != plan.length:
+            raise VideoTooShortError(f"{labelled.video} gave {len(frames)} frames from frame {first} every {step}; "
+                                     f"the labels need {plan.length}")
+        clip = np.stack([_resize(f, tuple(size)) for f in frames])
+    h, w = size
+    scale = np.array([(w - 1) / max(W - 1, 1), (h - 1) / max(H - 1, 1)], np.float32)
+    target, seen = tracks[index] * scale, visibility[index]
+    L = plan.length
+    window = seen[: int(SIFT_SPAN * L) + 1] & np.isfinite(target[: int(SIFT_SPAN * L) + 1]).all(-1)
+    candidates = np.flatnonzero(window.any(0))
+    rng = plan.rng
+    if len(candidates) == 0:
+        t = rng.integers(0, L, size=num).astype(np.float32)
+        xy = rng.uniform(0, 1, size=(num, 2)) * np.array([w - 1, h - 1])
+        queries = np.concatenate([t[:, None], xy], 1).astype(np.float32)
+        return clip, queries, np.broadcast_to(queries[None, :, 1:], (L, num, 2)).copy(), np.zeros((L, num), bool), False
+    chosen = np.sort(rng.choice(candidates, min(num, len(candidates)), replace=False))
+    frames = np.array([rng.choice(np.flatnonzero(window[:, n])) for n in chosen])
+    queries = np.concatenate([frames[:, None].astype(np.float32), target[frames, chosen]], 1).astype(np.float32)
+    target = np.nan_to_num(target[:, chosen])
+    return clip, queries, np.ascontiguousarray(target, np.float32), seen[:, chosen] & np.isfinite(
+        tracks[index][:, chosen]).all(-1), True
+
+
 # --------------------------------------------------------------------------
 # Configuration, models, teachers
 # --------------------------------------------------------------------------
@@ -546,17 +668,40 @@ def _config_from(saved: dict) -> PseudoLabelConfig:
     return PseudoLabelConfig(**{**saved, "teachers": list(saved["teachers"])})
 
 
-def finetune(config: PseudoLabelConfig, videos_folder: str | Path, out_dir: str | Path, *, resume: bool = True,
-             progress: Callable[[int, int, dict], None] | None = None) -> Path:
+def _usable_labels(labels: list[LabelledVideo], clip_len: int) -> list[LabelledVideo]:
+    """The labelled videos with a clip's frames, sorted (video, teacher) so that steps do not depend on
+    the order they were found in."""
+    if not labels:
+        raise DatasetError("no precomputed labels were given; label videos first (track3d batch --task track)")
+    usable = []
+    for lv in sorted(labels, key=lambda lv: (str(lv.video), lv.teacher)):
+        if lv.num_frames < clip_len:
+            logger.warning("skipping the labels of %s: %d frames, shorter than a clip (%d)", lv.video,
+                           lv.num_frames, clip_len)
+        else:
+            usable.append(lv)
+    if not usable:
+        raise DatasetError(f"no labelled video has the {clip_len} frames of a clip (longest: "
+                           f"{max(lv.num_frames for lv in labels)}); lower clip_len or label longer videos")
+    return usable
+
+
+def finetune(config: PseudoLabelConfig, videos_folder: str | Path | None, out_dir: str | Path, *,
+             resume: bool = True, progress: Callable[[int, int, dict], None] | None = None,
+             labels: list[LabelledVideo] | None = None) -> Path:
     """Fine-tune (or go on fine-tuning) the offline student on real videos; returns the run folder.
 
     Args:
         config: :class:`PseudoLabelConfig`; when resuming, the saved configuration is used.
         videos_folder: folder of real videos (see :func:`list_videos`); videos
             shorter than ``config.clip_len`` frames are skipped with a warning.
+            Unused (may be None) with ``labels``.
         out_dir: the run folder (created).
         resume: go on from ``out_dir/checkpoint.pt`` if it exists.
         progress: optional ``callable(step, steps, losses)`` after each step.
+        labels: train from these precomputed teacher tracks instead of running
+            teachers in the loop (``config.teachers`` becomes the teachers that
+            made them; ``self_refresh`` does not apply). See :func:`label_sample`.
 
     Raises:
         TrainingError: a bad configuration or an unknown teacher.
@@ -568,20 +713,29 @@ def finetune(config: PseudoLabelConfig, videos_folder: str | Path, out_dir: str 
     ckpt = _load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
     if ckpt is not None:
         config = _config_from(ckpt["config"])
+    if labels is not None:
+        labels = _usable_labels(labels, config.clip_len)
+        config = dataclasses.replace(config, teachers=sorted({lv.teacher for lv in labels}), self_refresh=0)
+    elif videos_folder is None:
+        raise DatasetError("give a folder of videos, or precomputed labels")
     config.check(need_init=ckpt is None)
 
     student = _student(dataclasses.replace(config, init=None) if ckpt is not None else config)
     frozen = freeze_heads(student)
-    teacher_model = _frozen_copy(student) if SELF in config.teachers else None
-    teachers = [load_teacher(spec, config, teacher_model) for spec in config.teachers]
-    scanned = _scan_videos(videos_folder)
-    videos = [(p, n) for p, n in scanned if n >= config.clip_len]
-    for path, n in scanned:
-        if n < config.clip_len:
-            logger.warning("skipping %s: %d frames, shorter than a clip (%d)", path, n, config.clip_len)
-    if not videos:
-        raise DatasetError(f"no video in {videos_folder} has the {config.clip_len} frames of a clip "
-                           f"(longest: {max(n for _, n in scanned)}); lower clip_len or add longer videos")
+    teacher_model = _frozen_copy(student) if SELF in config.teachers and labels is None else None
+    if labels is None:
+        teachers = [load_teacher(spec, config, teacher_model) for spec in config.teachers]
+        scanned = _scan_videos(videos_folder)
+        videos = [(p, n) for p, n in scanned if n >= config.clip_len]
+        for path, n in scanned:
+            if n < config.clip_len:
+                logger.warning("skipping %s: %d frames, shorter than a clip (%d)", path, n, config.clip_len)
+        if not videos:
+            raise DatasetError(f"no video in {videos_folder} has the {config.clip_len} frames of a clip "
+                               f"(longest: {max(n for _, n in scanned)}); lower clip_len or add longer videos")
+    else:
+        teachers = []
+        videos = [(lv.video, lv.num_frames) for lv in labels]
 
     params = [p for p in student.parameters() if p.requires_grad]
     opt, sched = _optimiser(params, config)
@@ -614,24 +768,32 @@ def finetune(config: PseudoLabelConfig, videos_folder: str | Path, out_dir: str 
         t0 = time.perf_counter()
         if teacher_model is not None and config.self_refresh and step > 0 and step % config.self_refresh == 0:
             teacher_model.load_state_dict(student.state_dict())
-        plan = plan_step(config, step, counts)
+        plan = plan_step(config, step, counts) if labels is None else plan_label_step(config, step, labels)
         path = videos[plan.video][0]
-        try:
-            clip = read_clip(path, plan.start, plan.length, size, step=plan.stride)
-        except DatasetError as exc:
-            logger.warning("step %d skipped: %s", step + 1, exc)
-            return None
-        queries, ok = sift_queries(clip, config.num_points, plan.rng)
         spec = config.teachers[plan.teacher]
-        L, N = len(clip), len(queries)
-        if ok:
-            tracks, visible = pseudo_label(clip, queries, teachers[plan.teacher])
-            if not np.isfinite(tracks).all():
-                logger.warning("step %d: teacher %s gave non-finite tracks; sample masked out", step + 1, spec)
-                ok = False
-        if not ok:  # the reference's failed sample: trained on, with an all-zero loss mask (no teacher run)
-            tracks = np.broadcast_to(queries[None, :, 1:], (L, N, 2)).copy()
-            visible = np.zeros((L, N), bool)
+        if labels is not None:
+            try:
+                clip, queries, tracks, visible, ok = label_sample(labels[plan.video], plan, config.num_points, size)
+            except DatasetError as exc:
+                logger.warning("step %d skipped: %s", step + 1, exc)
+                return None
+            L, N = len(clip), len(queries)
+        else:
+            try:
+                clip = read_clip(path, plan.start, plan.length, size, step=plan.stride)
+            except DatasetError as exc:
+                logger.warning("step %d skipped: %s", step + 1, exc)
+                return None
+            queries, ok = sift_queries(clip, config.num_points, plan.rng)
+            L, N = len(clip), len(queries)
+            if ok:
+                tracks, visible = pseudo_label(clip, queries, teachers[plan.teacher])
+                if not np.isfinite(tracks).all():
+                    logger.warning("step %d: teacher %s gave non-finite tracks; sample masked out", step + 1, spec)
+                    ok = False
+            if not ok:  # the reference's failed sample: trained on, with an all-zero loss mask (no teacher run)
+                tracks = np.broadcast_to(queries[None, :, 1:], (L, N, 2)).copy()
+                visible = np.zeros((L, N), bool)
         video_t = torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2).float()[None]
         outputs = forward_train(student, video_t, torch.from_numpy(queries)[None], config.iters, config.bf16)
         losses = cotracker_losses(outputs, torch.from_numpy(tracks)[None], torch.from_numpy(visible)[None],
@@ -647,7 +809,8 @@ def finetune(config: PseudoLabelConfig, videos_folder: str | Path, out_dir: str 
         if ok:  # diagnostics of the frozen head against the teacher's labels
             items.update(visibility=float(losses.visibility.detach()), confidence=float(losses.confidence.detach()))
         return {"items": items, "grad_norm": round(float(grad_norm), 4), "lr": sched.get_last_lr()[0],
-                "teacher": spec, "sift": ok, "video": path.name, "start": plan.start, "stride": plan.stride,
+                "teacher": spec, ("labels" if labels is not None else "sift"): ok, "video": path.name,
+                "start": plan.start, "stride": plan.stride,
                 "frames": L, "points": N, "teacher_visible": round(float(visible.mean()), 4),
                 "seconds": round(time.perf_counter() - t0, 3)}
 
