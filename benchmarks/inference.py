@@ -10,7 +10,9 @@ Each case ``FRAMESxGRID`` tracks a GRID x GRID grid from frame 0 through the
 first FRAMES frames of the video (looped back and forth when it is shorter),
 with the published offline configuration (frames resized to 384x512, 6
 iterations), from the same weights: a seeded random initialisation saved to a
-temporary file, since what is timed does not depend on the weight values.
+temporary file, since what is timed does not depend on the weight values
+(``--recipe-weights``: the parity fixtures' recipe weights, whose outputs amplify
+rounding far more, for the deviation of reduced precision).
 Every run is a fresh subprocess, so its peak resident memory (``ru_maxrss``)
 is its own; frames are decoded before the clock starts.
 
@@ -23,8 +25,10 @@ precision (4096x4096 on the CPU, 8192x8192 on a GPU, measured first), the chunk
 plan the predictor chose (cotracker3.memory) and its memory estimate against the
 measured peak. On a GPU (``--device cuda``) time is taken with CUDA
 synchronisation and the peak is ``torch.cuda.max_memory_allocated`` minus what
-was allocated before the call; the frames are moved to the GPU first on both
-sides; ``--no-tf32`` turns TF32 off for matmuls and cuDNN (parity conditions). Given ``--reference``, a checkout of
+was allocated before the call; the reference gets its frames on the GPU, ours
+leaves them on the host (it moves them as it encodes, inside the timed call);
+``--no-tf32`` turns TF32 off for matmuls and cuDNN (parity conditions). Given
+``--reference``, a checkout of
 facebookresearch/co-tracker, each case also runs the reference predictor and
 prints our speed-up, our peak memory as a fraction of its peak, and the
 maximum and median distance between the two sets of tracks; bfloat16 runs are
@@ -54,12 +58,37 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def load_frames(video: str, frames: int) -> np.ndarray:
-    """The first ``frames`` frames, looping back and forth over the video if it is shorter."""
-    from track3d.video import read_video
+    """The first ``frames`` frames, looping back and forth over the video if it is shorter.
 
-    clip, _ = read_video(video)
+    Decoded with track3d's reader (PyAV), or with OpenCV where PyAV is missing (the GPU
+    machines); a ``.npy`` file of ``(T, H, W, 3)`` uint8 RGB frames is read as it is."""
+    if video.endswith(".npy"):
+        clip = np.load(video)
+    else:
+        try:
+            from track3d.video import read_video
+
+            clip, _ = read_video(video)
+        except ImportError:
+            clip = _read_with_opencv(video)
     order = np.concatenate([np.arange(len(clip)), np.arange(len(clip) - 2, 0, -1)])
     return clip[np.resize(order, frames)]
+
+
+def _read_with_opencv(video: str) -> np.ndarray:
+    import cv2
+
+    cap = cv2.VideoCapture(video)
+    frames = []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    cap.release()
+    if not frames:
+        raise SystemExit(f"cannot read {video}")
+    return np.stack(frames)
 
 
 def _sync(device: str) -> None:
@@ -84,7 +113,8 @@ def run_ours(video: torch.Tensor, grid: int, weights: str, dtype: torch.dtype, d
     cotracker3.load_checkpoint(model, weights)
     pred = cotracker3.Predictor(model.eval().to(device), iters=ITERS, dtype=dtype, chunks=chunks,
                                 max_memory=max_memory)
-    video = video.to(device)
+    # The video stays on the host: the predictor moves frames to the device as it encodes them
+    # (the transfer is inside the timed call).
     before = _start(device)
     t0 = time.perf_counter()
     out = pred(video, grid_size=grid)
@@ -138,7 +168,7 @@ def worker(args) -> None:
 
 def parse_bytes(text: str | None) -> int | None:
     """``"24G"``, ``"512M"`` or a number of bytes; None stays None."""
-    from track3d.tracking import parse_size
+    from cotracker3.memory import parse_size
 
     return parse_size(text, "--max-memory")
 
@@ -238,6 +268,9 @@ def main() -> None:
     p.add_argument("--chunks", default=None, help="fixed chunk sizes POINT_FRAMES,TOKENS,ENCODER_FRAMES for "
                    "our runs (default: chosen from the memory budget)")
     p.add_argument("--max-memory", default=None, help="memory budget of our runs, e.g. 24G (default: free memory)")
+    p.add_argument("--recipe-weights", action="store_true",
+                   help="the parity fixtures' recipe weights (tests/recipe_weights.py) instead of the model's seeded "
+                        "initialisation: outputs that amplify rounding, a harder test of reduced precision")
     p.add_argument("--no-tf32", action="store_true", help="TF32 off for matmuls and cuDNN (GPU parity conditions)")
     # worker mode (internal)
     p.add_argument("--worker", choices=["ours", "reference"], help=argparse.SUPPRESS)
@@ -264,7 +297,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(0)
         weights = f"{tmp}/weights.pth"
-        torch.save(cotracker3.build_model("cotracker3-offline").state_dict(), weights)
+        model = cotracker3.build_model("cotracker3-offline")
+        if args.recipe_weights:
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+            from recipe_weights import recipe_parameters
+
+            model.load_state_dict(recipe_parameters("offline"), strict=False)
+        torch.save(model.state_dict(), weights)
         head = (f"{'case':>10} {'run':>18} {'wall s':>8} {'peak MB':>8} {'added MB':>8} {'pt-fr/s':>8} "
                 f"{'GFLOP/s':>8} {'% matmul':>8} {'speed-up':>8} {'mem frac':>8} {'add frac':>8} {'max dev':>8} "
                 f"{'med dev':>8} {'est/add':>8}")

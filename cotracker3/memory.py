@@ -44,6 +44,30 @@ MIN_POINT_BATCH = 256
 FLOATS_PER_POINT_FRAME = 24
 
 
+_SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_size(text: str | int | None, name: str = "size") -> int | None:
+    """``"8G"``, ``"512M"``, ``"1.5GiB"`` or a number of bytes to bytes (None stays None).
+
+    Raises:
+        ValueError: not a positive size (the message names ``name``).
+    """
+    if text is None or isinstance(text, int):
+        if isinstance(text, int) and text <= 0:
+            raise ValueError(f"{name} must be a positive size like 8G or 512M, got {text}")
+        return text
+    t = str(text).strip().upper().removesuffix("B").removesuffix("I")
+    unit = t[-1:] if t[-1:] in _SIZE_UNITS else ""
+    try:
+        value = float(t[: len(t) - len(unit)]) * _SIZE_UNITS[unit]
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"{name} must be a positive size like 8G or 512M, got {text!r}")
+    return int(value)
+
+
 def element_size(dtype: torch.dtype) -> int:
     """Bytes per stored feature and token under a predictor precision (16-bit under autocast)."""
     return 2 if dtype in (torch.bfloat16, torch.float16) else 4

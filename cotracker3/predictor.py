@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cotracker3.errors import InputError, MemoryEstimateError, QueryError
-from cotracker3.memory import CPU_CHUNKS, SAFETY, ChunkPlan, available_memory, element_size, memory_advice, plan_chunks
+from cotracker3.memory import (CPU_CHUNKS, SAFETY, ChunkPlan, available_memory, element_size, memory_advice,
+                               parse_size, plan_chunks)
 from cotracker3.memory import tracking_memory as tracking_memory  # re-exported: cotracker3.tracking_memory
 from cotracker3.model import CoTracker3, CoTracker3Offline, CoTracker3Online, ModelOutput, OnlineState, as_float32
 
@@ -345,7 +346,8 @@ class Predictor(_PredictorBase):
             Default: the one registered for the model's initialisation
             (:func:`cotracker3.baseline.initial_tracks` for ``"baseline"``); unused for
             the published models.
-        max_memory: bytes a call may use (default: what the device has free). Chunk sizes
+        max_memory: bytes a call may use, or a size such as ``"8G"`` / ``"512M"``
+            (default: what the device has free). Chunk sizes
             follow it (:func:`cotracker3.memory.plan_chunks`): large on a GPU, cache-sized on
             a CPU; when even the smallest do not fit, points are tracked in batches (results
             then differ slightly, see :mod:`cotracker3.memory`), and when nothing fits the
@@ -367,14 +369,12 @@ class Predictor(_PredictorBase):
         support_grid_size: int = SUPPORT_GRID_SIZE,
         dtype: torch.dtype = torch.float32,
         initial_tracks: InitialTracks | None = None,
-        max_memory: int | None = None,
+        max_memory: int | str | None = None,
         chunks: tuple[int, int, int] | None = None,
     ):
         super().__init__(model, CoTracker3Offline, iters, visibility_threshold, OFFLINE_VISIBILITY_THRESHOLD, dtype)
         self.support_grid_size = support_grid_size
-        if max_memory is not None and max_memory <= 0:
-            raise ValueError(f"max_memory must be a positive number of bytes, got {max_memory}")
-        self.max_memory = max_memory
+        self.max_memory = parse_size(max_memory, "max_memory")
         self.chunks = None if chunks is None else tuple(int(c) for c in chunks)
         #: The :class:`~cotracker3.memory.ChunkPlan` of the latest call (None before the first).
         self.last_plan: ChunkPlan | None = None

@@ -20,6 +20,7 @@ import torch
 
 import cotracker3
 from cotracker3.baseline import BASELINE, LucasKanadeTracker
+from cotracker3 import memory
 from cotracker3.errors import QueryError
 from cotracker3.predictor import check_queries
 from track3d import io, video as video_io
@@ -326,28 +327,16 @@ def _check_offline_memory(pred: cotracker3.Predictor, info, read_kw, opts: Track
     return plan.batches
 
 
-_SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-
-
 def parse_size(text: str | int | None, name: str = "size") -> int | None:
     """``"8G"``, ``"512M"``, ``"1.5GiB"`` or a number of bytes to bytes (None stays None).
 
     Raises:
         Track3DError: not a positive size.
     """
-    if text is None or isinstance(text, int):
-        if isinstance(text, int) and text <= 0:
-            raise Track3DError(f"{name} must be a positive size like 8G or 512M, got {text}")
-        return text
-    t = str(text).strip().upper().removesuffix("B").removesuffix("I")
-    unit = t[-1:] if t[-1:] in _SIZE_UNITS else ""
     try:
-        value = float(t[: len(t) - len(unit)]) * _SIZE_UNITS[unit]
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise Track3DError(f"{name} must be a positive size like 8G or 512M, got {text!r}")
-    return int(value)
+        return memory.parse_size(text, name)
+    except ValueError as e:
+        raise Track3DError(str(e)) from None
 
 
 def _check_grid_frame(frame: int, n_frames: int) -> None:

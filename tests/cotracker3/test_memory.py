@@ -139,3 +139,17 @@ def test_the_in_place_transformer_equals_the_autograd_one():
     assert b.coords.requires_grad
     torch.testing.assert_close(a.coords, b.coords.detach(), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(a.vis, b.vis.detach(), atol=1e-6, rtol=1e-5)
+
+
+def test_sizes_are_parsed_and_bad_ones_refused(published):
+    from cotracker3.memory import parse_size
+
+    assert parse_size("8G") == 8 * GiB and parse_size("512M") == 512 * 2**20
+    assert parse_size("1.5GiB") == int(1.5 * GiB) and parse_size(" 2k ") == 2048
+    assert parse_size(1000) == 1000 and parse_size(None) is None
+    for bad in ("", "G", "-1G", "0", "eight", 0, -5):
+        with pytest.raises(ValueError, match="max_memory must be a positive size"):
+            parse_size(bad, "max_memory")
+    assert Predictor(published, max_memory="1G").max_memory == GiB
+    with pytest.raises(ValueError, match="max_memory"):
+        Predictor(published, max_memory="lots")
