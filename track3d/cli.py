@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -207,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--bf16", action="store_true", help="bfloat16 autocast in the forward pass (mixed precision)")
     tr.add_argument("--online", action="store_true",
                     help="train the online (sliding-window) model, every window supervised (default: offline)")
+    _add_training_device_options(tr, workers=True)
     tr.add_argument("--export-embedded", metavar="DIR", nargs="?", const="",
                     help="when training ends, evaluate on the synthetic set and write the model as the embedded "
                     "model (16-bit weights and provenance.json) into DIR (default: inside the package)")
@@ -243,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--seed", type=int, default=0, help="seed of everything random (default: 0)")
     pl.add_argument("--fresh", action="store_true", help="do not resume: start over in OUT")
     pl.add_argument("--bf16", action="store_true", help="bfloat16 autocast in the student's forward pass")
+    _add_training_device_options(pl, workers=False)
     pl.add_argument("--eval-every", type=int, default=0,
                     help="evaluate on the synthetic set every N steps (0: never)")
     pl.add_argument("--export-embedded", metavar="DIR", nargs="?", const="",
@@ -480,6 +483,27 @@ def _checkpoint_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
+def _add_training_device_options(parser: argparse.ArgumentParser, *, workers: bool) -> None:
+    """``--device`` and ``--batch-size`` of ``train`` and ``pseudo-label`` (``--workers`` for ``train``)."""
+    parser.add_argument("--device", default="auto",
+                        help="where to train: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:K; "
+                        "under torchrun each process takes the GPU of its LOCAL_RANK (default: auto)")
+    parser.add_argument("--batch-size", type=int, default=1, metavar="B",
+                        help="clips per optimiser step (under torchrun: over all processes together, a multiple "
+                        "of their count); the clips of a step share its length, their losses are averaged "
+                        "(default: 1)")
+    if workers:
+        parser.add_argument("--workers", type=int, default=0, metavar="N",
+                            help="processes rendering the synthetic scenes ahead of the training step (0: in the "
+                            "training process); the clips do not depend on N, so a run resumes exactly whatever "
+                            "it is (default: 0)")
+
+
+def _rank() -> int:
+    """This process's rank under ``torchrun`` (0 otherwise)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """``track3d train``: supervised training on the synthetic engine, resumable."""
     from cotracker3.embedded import SMALL_MODEL
@@ -493,7 +517,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         model["initialisation"] = "baseline"
     config = TrainConfig(steps=args.steps, lr=args.lr, num_points=args.points, iters=args.iters, model=model,
                          init=args.init, eval_every=args.eval_every, seed=args.seed, bf16=args.bf16,
-                         online=args.online, augment=dict(still_prob=args.still_prob))
+                         online=args.online, augment=dict(still_prob=args.still_prob), batch_size=args.batch_size,
+                         workers=args.workers, device=args.device)
     return _run_training(args, "train", lambda progress: train(config, args.out, resume=not args.fresh,
                                                                progress=progress))
 
@@ -502,11 +527,13 @@ def _run_training(args: argparse.Namespace, label: str, run) -> int:
     """What ``train`` and ``pseudo-label`` share: checkpoint on SIGTERM, a progress bar,
     then optionally the embedded export. ``run(progress)`` runs the loop."""
     _checkpoint_on_sigterm()
-    progress = _Progress(not args.quiet)
+    progress = _Progress(not args.quiet and _rank() == 0)
     try:
         run(lambda step, steps, items: progress(label, step, steps))
     finally:
         progress.close()
+    if _rank() != 0:  # under torchrun, process 0 reports and exports
+        return EXIT_OK
     print(f"wrote {args.out}/model.pt (log: {args.out}/log.jsonl)")
     if args.export_embedded is not None:
         _export_embedded(args.out, args.export_embedded or None)
@@ -548,7 +575,8 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
     config = PseudoLabelConfig(model=model, steps=args.steps, lr=args.lr, num_points=args.points, clip_len=args.clip_len,
                                min_clip_len=min(args.clip_len, max(2, args.clip_len // 2)),
                                teachers=args.teacher or ["self", "baseline"], self_refresh=args.self_refresh,
-                               init=args.init, seed=args.seed, bf16=args.bf16, eval_every=args.eval_every)
+                               init=args.init, seed=args.seed, bf16=args.bf16, eval_every=args.eval_every,
+                               batch_size=args.batch_size, device=args.device)
     return _run_training(args, "fine-tune", lambda progress: finetune(config, args.videos, args.out,
                                                                       resume=not args.fresh, progress=progress,
                                                                       labels=labels))

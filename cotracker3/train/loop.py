@@ -232,17 +232,21 @@ def collate_clips(samples: list) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor
     return tuple(torch.cat(x) for x in (videos, queries, tracks, vis, valid))
 
 
+def clip_outputs(outputs, b: int, *, online: bool = False):
+    """Clip ``b``'s part (batch of one) of a batch's :func:`forward_train` outputs: per
+    iteration (and, ``online``, per ``(start, window outputs)``) every tensor field cut to ``b:b+1``."""
+    def one(outs):
+        return [type(o)(*(x[b:b + 1] if isinstance(x, Tensor) else x for x in o)) for o in outs]
+    return [(start, one(outs)) for start, outs in outputs] if online else one(outputs)
+
+
 def batch_losses(outputs, queries: Tensor, tracks: Tensor, vis: Tensor, valid: Tensor, *, online: bool):
     """The losses of a batch: each clip's losses (:func:`step_losses`, over its valid
     frames and points only), averaged over the clips. A batch's gradient is then the
     mean of its clips' single-clip gradients."""
-    per_clip = []
-    for b in range(queries.shape[0]):
-        def one(outs):
-            return [type(o)(*(x[b:b + 1] if isinstance(x, Tensor) else x for x in o)) for o in outs]
-        clip_outputs = ([(start, one(outs)) for start, outs in outputs] if online else one(outputs))
-        per_clip.append(step_losses(clip_outputs, queries[b:b + 1], tracks[b:b + 1], vis[b:b + 1], online=online,
-                                    valid=valid[b:b + 1]))
+    per_clip = [step_losses(clip_outputs(outputs, b, online=online), queries[b:b + 1], tracks[b:b + 1],
+                            vis[b:b + 1], online=online, valid=valid[b:b + 1])
+                for b in range(queries.shape[0])]
     terms = {k: torch.stack([getattr(c, k) for c in per_clip]).mean()
              for k in ("visible", "occluded", "visibility", "confidence")}
     return type(per_clip[0])(**terms)

@@ -95,8 +95,9 @@ from cotracker3.errors import CheckpointError, CoTrackerError, DatasetError, Inp
 from cotracker3.model import CoTracker3Offline
 from cotracker3.predictor import OnlinePredictor, Predictor
 from cotracker3.train.losses import cotracker_losses
-from cotracker3.train.loop import (CHECKPOINT, SMALL_MODEL, WEIGHTS, TrainingError, _load_checkpoint, _save,
-                                 evaluate_model, forward_train, run_steps)
+from cotracker3.train.loop import (CHECKPOINT, SMALL_MODEL, WEIGHTS, TrainingError, _load_checkpoint, _optimiser_to,
+                                 _save, clip_outputs, collate_clips, evaluate_model, forward_train, resolve_device,
+                                 run_steps)
 
 logger = logging.getLogger(__name__)
 
@@ -401,19 +402,23 @@ class LabelledVideo:
     read: Callable[[int, int, int], np.ndarray] | None = None
 
 
-def plan_label_step(config: PseudoLabelConfig, step: int, labels: list[LabelledVideo]) -> StepPlan:
+def plan_label_step(config: PseudoLabelConfig, step: int, labels: list[LabelledVideo], clip: int = 0) -> StepPlan:
     """Draw the teacher, video and clip of a step on precomputed labels (from ``(seed, step)`` alone).
 
     The teacher is drawn uniformly among ``config.teachers`` (those that labelled the
     videos), then one of its videos, then the clip as :func:`plan_step` does; ``video``
     indexes ``labels``, ``start`` and ``stride`` count tracked frames of the labels.
+    ``clip``: which clip of the step's batch (its own draws from ``(seed, step, clip)``;
+    the length is clip 0's).
     """
-    rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(3, step)))
+    rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(3, step, clip) if clip else (3, step)))
     teacher = int(rng.integers(len(config.teachers)))
     mine = [i for i, lv in enumerate(labels) if lv.teacher == config.teachers[teacher]]
     video = mine[int(rng.integers(len(mine)))]
     n = labels[video].num_frames
     length = int(rng.integers(config.min_clip_len, config.clip_len + 1))
+    if clip:
+        length = plan_label_step(config, step, labels).length
     top = min(MAX_STRIDE, n // length)
     stride = int(rng.integers(1, top)) if config.random_stride and top > 1 else 1
     start = int(rng.integers(0, n - (length - 1) * stride))
@@ -522,6 +527,13 @@ class PseudoLabelConfig:
         eval_videos_per_tier: scenes per tier in those evaluations.
         bf16: run the student's forward pass under bfloat16 autocast (the losses
             are computed in float32), as :class:`cotracker3.train.loop.TrainConfig`.
+        batch_size: clips per optimiser step. The clips of a step share its length
+            (clip 0's); each draws its own video, start, stride and teacher from
+            ``(seed, step, clip)``, is padded to the step's largest point count and
+            masked in the losses, and the clips' losses are averaged.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:K"`` (see
+            :func:`cotracker3.train.loop.resolve_device`): where the student and the
+            model teachers run. Not part of what a run is: a resumed run may change it.
     """
 
     steps: int = 1000
@@ -544,10 +556,13 @@ class PseudoLabelConfig:
     eval_every: int = 0
     eval_videos_per_tier: int = 2
     bf16: bool = False
+    batch_size: int = 1
+    device: str = "auto"
 
     def check(self, *, need_init: bool = True) -> None:
-        if self.steps < 1 or self.iters < 1 or self.num_points < 1 or self.teacher_iters < 1:
-            raise TrainingError("steps, iters, num_points and teacher_iters must be at least 1")
+        if min(self.steps, self.iters, self.num_points, self.teacher_iters, self.batch_size) < 1:
+            raise TrainingError("steps, iters, num_points, teacher_iters and batch_size must be at least 1")
+        resolve_device(self.device)
         if self.log_every < 1 or self.checkpoint_every < 1 or self.self_refresh < 0 or self.eval_every < 0:
             raise TrainingError("log_every and checkpoint_every must be at least 1, self_refresh and eval_every >= 0")
         if not 2 <= self.min_clip_len <= self.clip_len:
@@ -588,12 +603,13 @@ def _frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     return twin
 
 
-def load_teacher(spec: str, config: PseudoLabelConfig, student: CoTracker3Offline | None = None):
+def load_teacher(spec: str, config: PseudoLabelConfig, student: CoTracker3Offline | None = None, *,
+                 device: str | torch.device = "cpu"):
     """A teacher tracker from its spec (see :attr:`PseudoLabelConfig.teachers`).
 
     ``"self"`` wraps ``student`` itself (pass a frozen copy). A checkpoint path
     is loaded with the student's architecture when it fits, otherwise as a
-    published-size model.
+    published-size model. Model teachers run on ``device``.
 
     Raises:
         TrainingError: unknown name (the message lists what is accepted).
@@ -609,15 +625,15 @@ def load_teacher(spec: str, config: PseudoLabelConfig, student: CoTracker3Offlin
             raise TrainingError("the 'self' teacher needs the student model")
         return Predictor(student, iters=config.teacher_iters, visibility_threshold=VISIBILITY_FILTER)
     if spec in weights.REGISTRY:
-        return load_tracker(spec, iters=config.teacher_iters)[0]
+        return load_tracker(spec, iters=config.teacher_iters, device=device)[0]
     path = Path(spec).expanduser()
     if path.is_file():
         try:
-            model = weights.load_checkpoint(CoTracker3Offline(**config.model), path)
+            model = weights.load_checkpoint(CoTracker3Offline(**config.model), path).to(device)
             return Predictor(model, iters=config.teacher_iters, visibility_threshold=VISIBILITY_FILTER)
         except CheckpointError as own:
             try:
-                return load_tracker(str(path), iters=config.teacher_iters)[0]
+                return load_tracker(str(path), iters=config.teacher_iters, device=device)[0]
             except CoTrackerError as published:
                 raise CheckpointError(f"teacher {path} fits neither the student's architecture ({own}) nor a "
                                       f"published one ({published})") from None
@@ -644,12 +660,16 @@ class StepPlan:
     rng: np.random.Generator  # continues with the queries
 
 
-def plan_step(config: PseudoLabelConfig, step: int, frame_counts: list[int]) -> StepPlan:
-    """Draw the video, clip and teacher of a step; ``frame_counts`` of the usable videos."""
-    rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(2, step)))
+def plan_step(config: PseudoLabelConfig, step: int, frame_counts: list[int], clip: int = 0) -> StepPlan:
+    """Draw the video, clip and teacher of a step; ``frame_counts`` of the usable videos.
+    ``clip``: which clip of the step's batch (its own draws from ``(seed, step, clip)``;
+    the length is clip 0's, so the clips of a step share it)."""
+    rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(2, step, clip) if clip else (2, step)))
     video = int(rng.integers(len(frame_counts)))
     n = frame_counts[video]
     length = int(rng.integers(config.min_clip_len, config.clip_len + 1))
+    if clip:
+        length = plan_step(config, step, frame_counts).length
     top = min(MAX_STRIDE, n // length)
     stride = int(rng.integers(1, top)) if config.random_stride and top > 1 else 1
     start = int(rng.integers(0, n - (length - 1) * stride))
@@ -712,7 +732,8 @@ def finetune(config: PseudoLabelConfig, videos_folder: str | Path | None, out_di
     ckpt_path = out / CHECKPOINT
     ckpt = _load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
     if ckpt is not None:
-        config = _config_from(ckpt["config"])
+        config = _config_from({**ckpt["config"], "device": config.device})
+    device = resolve_device(config.device)
     if labels is not None:
         labels = _usable_labels(labels, config.clip_len)
         config = dataclasses.replace(config, teachers=sorted({lv.teacher for lv in labels}), self_refresh=0)
@@ -720,11 +741,11 @@ def finetune(config: PseudoLabelConfig, videos_folder: str | Path | None, out_di
         raise DatasetError("give a folder of videos, or precomputed labels")
     config.check(need_init=ckpt is None)
 
-    student = _student(dataclasses.replace(config, init=None) if ckpt is not None else config)
+    student = _student(dataclasses.replace(config, init=None) if ckpt is not None else config).to(device)
     frozen = freeze_heads(student)
     teacher_model = _frozen_copy(student) if SELF in config.teachers and labels is None else None
     if labels is None:
-        teachers = [load_teacher(spec, config, teacher_model) for spec in config.teachers]
+        teachers = [load_teacher(spec, config, teacher_model, device=device) for spec in config.teachers]
         scanned = _scan_videos(videos_folder)
         videos = [(p, n) for p, n in scanned if n >= config.clip_len]
         for path, n in scanned:
@@ -746,6 +767,7 @@ def finetune(config: PseudoLabelConfig, videos_folder: str | Path | None, out_di
         sched.load_state_dict(ckpt["scheduler"])
         if teacher_model is not None:
             teacher_model.load_state_dict(ckpt["teacher"])
+        _optimiser_to(opt, device)
         start = int(ckpt["step"])
         logger.info("resuming %s at step %d of %d", out, start, config.steps)
     logger.info("fine-tuning on %d videos, teachers %s, frozen %s", len(videos), config.teachers, frozen)
@@ -763,41 +785,58 @@ def finetune(config: PseudoLabelConfig, videos_folder: str | Path | None, out_di
         _save(ckpt_path, payload)
         _save(out / WEIGHTS, student.state_dict())
 
-    def run_step(step: int) -> dict | None:
-        """One optimiser step; its log record, or None when the clip could not be read."""
-        t0 = time.perf_counter()
-        if teacher_model is not None and config.self_refresh and step > 0 and step % config.self_refresh == 0:
-            teacher_model.load_state_dict(student.state_dict())
-        plan = plan_step(config, step, counts) if labels is None else plan_label_step(config, step, labels)
+    def sample(step: int, clip: int):
+        """Clip ``clip`` of ``step``: ``(video (1, L, 3, H, W), queries (1, N, 3), tracks (1, L, N, 2),
+        visible (1, L, N), ok, teacher spec, record)``, or None when its frames could not be read."""
+        plan = (plan_step(config, step, counts, clip) if labels is None
+                else plan_label_step(config, step, labels, clip))
         path = videos[plan.video][0]
         spec = config.teachers[plan.teacher]
         if labels is not None:
             try:
-                clip, queries, tracks, visible, ok = label_sample(labels[plan.video], plan, config.num_points, size)
+                frames, queries, tracks, visible, ok = label_sample(labels[plan.video], plan, config.num_points, size)
             except DatasetError as exc:
-                logger.warning("step %d skipped: %s", step + 1, exc)
+                logger.warning("step %d, clip %d skipped: %s", step + 1, clip + 1, exc)
                 return None
-            L, N = len(clip), len(queries)
+            L, N = len(frames), len(queries)
         else:
             try:
-                clip = read_clip(path, plan.start, plan.length, size, step=plan.stride)
+                frames = read_clip(path, plan.start, plan.length, size, step=plan.stride)
             except DatasetError as exc:
-                logger.warning("step %d skipped: %s", step + 1, exc)
+                logger.warning("step %d, clip %d skipped: %s", step + 1, clip + 1, exc)
                 return None
-            queries, ok = sift_queries(clip, config.num_points, plan.rng)
-            L, N = len(clip), len(queries)
+            queries, ok = sift_queries(frames, config.num_points, plan.rng)
+            L, N = len(frames), len(queries)
             if ok:
-                tracks, visible = pseudo_label(clip, queries, teachers[plan.teacher])
+                tracks, visible = pseudo_label(frames, queries, teachers[plan.teacher])
                 if not np.isfinite(tracks).all():
                     logger.warning("step %d: teacher %s gave non-finite tracks; sample masked out", step + 1, spec)
                     ok = False
             if not ok:  # the reference's failed sample: trained on, with an all-zero loss mask (no teacher run)
                 tracks = np.broadcast_to(queries[None, :, 1:], (L, N, 2)).copy()
                 visible = np.zeros((L, N), bool)
-        video_t = torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2).float()[None]
-        outputs = forward_train(student, video_t, torch.from_numpy(queries)[None], config.iters, config.bf16)
-        losses = cotracker_losses(outputs, torch.from_numpy(tracks)[None], torch.from_numpy(visible)[None],
-                                  torch.full((1, L, N), ok), train_on_occluded=spec != BASELINE)
+        record = {"teacher": spec, ("labels" if labels is not None else "sift"): ok, "video": path.name,
+                  "start": plan.start, "stride": plan.stride, "frames": L, "points": N,
+                  "teacher_visible": round(float(visible.mean()), 4)}
+        video_t = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()[None]
+        return (video_t, torch.from_numpy(queries)[None], torch.from_numpy(tracks)[None],
+                torch.from_numpy(visible)[None], ok, spec, record)
+
+    def run_step(step: int) -> dict | None:
+        """One optimiser step; its log record, or None when no clip of the step could be read."""
+        t0 = time.perf_counter()
+        if teacher_model is not None and config.self_refresh and step > 0 and step % config.self_refresh == 0:
+            teacher_model.load_state_dict(student.state_dict())
+        clips = [c for c in (sample(step, clip) for clip in range(config.batch_size)) if c is not None]
+        if not clips:
+            return None
+        video, queries, tracks, visible, valid = (x.to(device) for x in collate_clips([c[:4] for c in clips]))
+        outputs = forward_train(student, video, queries, config.iters, config.bf16)
+        per_clip = [cotracker_losses(clip_outputs(outputs, b), tracks[b:b + 1], visible[b:b + 1],
+                                     valid[b:b + 1] & clips[b][4], train_on_occluded=clips[b][5] != BASELINE)
+                    for b in range(len(clips))]
+        losses = type(per_clip[0])(**{k: torch.stack([getattr(c, k) for c in per_clip]).mean()
+                                      for k in ("visible", "occluded", "visibility", "confidence")})
         objective = losses.visible + losses.occluded
         opt.zero_grad(set_to_none=True)
         objective.backward()
@@ -806,13 +845,14 @@ def finetune(config: PseudoLabelConfig, videos_folder: str | Path | None, out_di
         sched.step()
         items = {"loss": float(objective.detach()), "visible": float(losses.visible.detach()),
                  "occluded": float(losses.occluded.detach())}
-        if ok:  # diagnostics of the frozen head against the teacher's labels
+        if any(c[4] for c in clips):  # diagnostics of the frozen head against the teacher's labels
             items.update(visibility=float(losses.visibility.detach()), confidence=float(losses.confidence.detach()))
-        return {"items": items, "grad_norm": round(float(grad_norm), 4), "lr": sched.get_last_lr()[0],
-                "teacher": spec, ("labels" if labels is not None else "sift"): ok, "video": path.name,
-                "start": plan.start, "stride": plan.stride,
-                "frames": L, "points": N, "teacher_visible": round(float(visible.mean()), 4),
-                "seconds": round(time.perf_counter() - t0, 3)}
+        record = {"items": items, "grad_norm": round(float(grad_norm), 4), "lr": sched.get_last_lr()[0],
+                  **clips[0][6], "seconds": round(time.perf_counter() - t0, 3)}
+        if config.batch_size > 1:
+            record["clips"] = len(clips)
+            record["batch"] = [c[6] for c in clips]
+        return record
 
     run_steps(out, start, config, run_step, checkpoint,
               lambda: evaluate_model(student, config.eval_videos_per_tier), progress,

@@ -367,3 +367,41 @@ def test_baseline_tracker_needs_no_weights(video, tmp_path):
 def test_baseline_with_online_is_refused(video, tmp_path, capsys):
     out = tmp_path / "lk"
     assert_user_error(run(video, "--model", "baseline", "--online", "--out", out), capsys, out, "baseline")
+
+
+def test_train_and_pseudo_label_take_device_batch_and_workers(tmp_path, monkeypatch):
+    """The options reach the training configurations; ``python -m track3d`` is the command."""
+    import subprocess
+    import sys
+
+    import cotracker3.train.loop as loop
+    import cotracker3.train.pseudo_label as pseudo_label
+
+    seen = {}
+
+    def fake_train(config, out, **kw):
+        seen["train"] = config
+        Path(out).mkdir(parents=True)
+        return Path(out)
+
+    def fake_finetune(config, videos, out, **kw):
+        seen["pseudo-label"] = config
+        Path(out).mkdir(parents=True)
+        return Path(out)
+
+    monkeypatch.setattr(loop, "train", fake_train)
+    monkeypatch.setattr(pseudo_label, "finetune", fake_finetune)
+    assert main(["-q", "train", "--out", str(tmp_path / "t"), "--device", "cpu", "--batch-size", "4",
+                 "--workers", "3"]) == 0
+    assert (seen["train"].device, seen["train"].batch_size, seen["train"].workers) == ("cpu", 4, 3)
+    (tmp_path / "videos").mkdir()
+    assert main(["-q", "pseudo-label", str(tmp_path / "videos"), "--init", "x.pt", "--out", str(tmp_path / "p"),
+                 "--batch-size", "2"]) == 0
+    assert (seen["pseudo-label"].device, seen["pseudo-label"].batch_size) == ("auto", 2)
+    monkeypatch.undo()
+    assert main(["-q", "train", "--out", str(tmp_path / "u"), "--device", "tpu"]) == 2
+    assert not (tmp_path / "u").exists()
+    done = subprocess.run([sys.executable, "-m", "track3d", "train", "--help"], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0
+    assert all(opt in done.stdout for opt in ("--device", "--batch-size", "--workers"))

@@ -329,3 +329,46 @@ def test_export_of_a_fine_tuned_run_records_both_stages(videos, tmp_path):
     own = torch.load(run / "checkpoint.pt", weights_only=True)["wall_s"]
     assert own > 0 and record["initialised_from"]["wall_time_s"] > 0
     assert record["wall_time_s"] == pytest.approx(own + record["initialised_from"]["wall_time_s"])
+
+
+# --------------------------------------------------------------------------
+# Batches of clips and devices
+# --------------------------------------------------------------------------
+
+
+def test_the_clips_of_a_step_share_its_length_and_clip_0_is_the_single_clip_step():
+    config = PseudoLabelConfig(clip_len=8, min_clip_len=4, seed=1, init="x", batch_size=3)
+    counts = [40, 30, 20]
+    for step in range(20):
+        one = plan_step(PseudoLabelConfig(clip_len=8, min_clip_len=4, seed=1, init="x"), step, counts)
+        plans = [plan_step(config, step, counts, clip) for clip in range(3)]
+        assert (plans[0].video, plans[0].start, plans[0].length, plans[0].stride) == \
+            (one.video, one.start, one.length, one.stride)
+        assert {p.length for p in plans} == {one.length}
+        for p in plans:
+            assert p.start + (p.length - 1) * p.stride < counts[p.video]
+    draws = {(p.video, p.start, p.stride) for s in range(10) for p in (plan_step(config, s, counts, c) for c in (1, 2))}
+    assert len(draws) > 10  # the other clips draw their own videos and starts
+
+
+def test_a_batch_of_two_trains_on_both_clips(videos, init, tmp_path):
+    run = finetune(_config(init, steps=2, batch_size=2, teachers=["baseline"], device="cpu"), videos, tmp_path / "b2")
+    lines = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [1, 2] and all(x["clips"] == 2 for x in lines)
+    for x in lines:
+        assert len(x["batch"]) == 2 and len({c["frames"] for c in x["batch"]}) == 1  # one length per step
+        assert x["batch"][0]["video"] == x["video"] and x["loss"] > 0
+    # Clip 0 of a step is the clip a batch of one trains on; the second clip counts in the loss.
+    single = finetune(_config(init, steps=1, teachers=["baseline"], device="cpu"), videos, tmp_path / "one")
+    first = json.loads((single / "log.jsonl").read_text().splitlines()[0])
+    assert (first["video"], first["start"], first["stride"], first["frames"]) == \
+        tuple(lines[0]["batch"][0][k] for k in ("video", "start", "stride", "frames"))
+    assert first["loss"] != lines[0]["loss"]
+
+
+def test_an_unknown_device_is_a_clear_error(videos, init, tmp_path):
+    with pytest.raises(TrainingError, match="unknown device"):
+        finetune(_config(init, device="tpu"), videos, tmp_path / "run")
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainingError, match="no CUDA"):
+            finetune(_config(init, device="cuda"), videos, tmp_path / "run")
