@@ -151,8 +151,8 @@ def tracking_memory(model, frames: int, points: int, iters: int = 6, dtype: torc
     encoder = encoder_frames * (6 * (C // 2) * (H // 2) * (W // 2) + 3 * H * W) * 4
 
     n, s = correlation_chunk(points, frames, point_frames)
-    # gathered features (and their float32 copy for the correlation when stored in 16 bits)
-    per_point_frame = (size * size * C * (elem + (4 if elem < 4 else 0)) + 3 * size * size * K * 4
+    # gathered features, their products with the query patch and the blend
+    per_point_frame = (size * size * C * elem + 3 * size * size * K * 4
                        + 2 * model.corr_mlp.fc1.out_features * 4 + 2 * model.input_dim * 4 + D * 4)
     corr = n * s * per_point_frame
 
