@@ -118,9 +118,8 @@ def tracking_memory(model, frames: int, points: int, iters: int = 6, dtype: torc
 
     On top of the model's weights and the caller's video: the feature pyramid, every
     point's query patch features and one token per point (and virtual track) and frame,
-    all 16-bit under reduced precision (where the peak holds two copies of the tokens; autocast's
-    16-bit copies of the weights, 50 MB for the published model, did not show in measured
-    peaks and are not counted);
+    all 16-bit under reduced precision (autocast's 16-bit copies of the weights, 50 MB for
+    the published model, did not show in measured peaks and are not counted);
     :data:`FLOATS_PER_POINT_FRAME` floats per point and frame; and the largest working
     memory of one chunk (activations 16-bit under reduced precision): the encoder on ``encoder_frames`` frames, one chunk of
     correlations and input tokens, or a transformer block on one chunk of tokens.
@@ -144,9 +143,7 @@ def tracking_memory(model, frames: int, points: int, iters: int = 6, dtype: torc
     levels = sum(4.0**-level for level in range(model.corr_levels))
 
     pyramid = frames * h * w * C * levels * elem
-    # Under reduced precision the peak holds a second 16-bit copy of the tokens (measured on
-    # the CPU; which operation makes it is not yet known).
-    token_buffer = frames * (points + V) * D * elem * (2 if elem < 4 else 1)
+    token_buffer = frames * (points + V) * D * elem
     # every point's query patch features, per level (kept for the whole call)
     support = points * model.corr_levels * (2 * model.corr_radius + 1) ** 2 * C * elem
     small = frames * points * FLOATS_PER_POINT_FRAME * 4
