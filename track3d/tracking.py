@@ -286,6 +286,11 @@ def track(
     timings["load_model"] = time.perf_counter() - t0
 
     notify = progress or (lambda *a: None)
+    # The model sees its own resolution only: frames larger than it are shrunk while they are decoded,
+    # one at a time, so memory does not grow with the source resolution (tracks come back in source pixels).
+    size = tracker_read_size(info.width, info.height, getattr(model, "model_resolution", None))
+    if size is not None and opts.max_side is None:
+        read_kw["size"] = size
     batches = 1
     if not opts.online:
         pred = model if baseline else cotracker3.Predictor(model, iters=opts.iters, dtype=dtype,
@@ -388,12 +393,25 @@ def _check_offline_memory(pred: cotracker3.Predictor, info, read_kw, opts: Track
             n_frames = _expected_frames(dataclasses.replace(info, num_frames=counted), read_kw)
     if n_frames < 2:
         return 1  # unknown length (or too short, reported when reading)
-    width, height = video_io._output_size(info.width, info.height, None, opts.max_side)
+    width, height = video_io._output_size(info.width, info.height, read_kw.get("size"), opts.max_side)
     support = 0 if queries is None else pred.support_grid_size**2
     points = opts.grid**2 if queries is None else len(queries) + support
     plan = pred.check_memory(n_frames, points, opts.backward, video_bytes=n_frames * width * height * 3,
                              shared=support)
     return plan.batches
+
+
+def tracker_read_size(width: int, height: int, model_resolution) -> tuple[int, int] | None:
+    """``(W, H)`` to decode a ``width x height`` video at for a model working at
+    ``model_resolution`` ``(H, W)``: each side shrunk to the model's where larger (the
+    predictor resizes to exactly that anyway), or None to keep the frames as they are
+    (no model resolution, e.g. the baseline tracker, or a video no larger than it)."""
+    if model_resolution is None:
+        return None
+    model_h, model_w = (int(v) for v in model_resolution)
+    if width <= model_w and height <= model_h:
+        return None
+    return min(width, model_w), min(height, model_h)
 
 
 def parse_size(text: str | int | None, name: str = "size") -> int | None:
