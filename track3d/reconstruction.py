@@ -17,7 +17,7 @@ The result folder:
                        only those with reliability >= ``min_reliability``)
 ``recording.rrd``      a Rerun recording on a ``frame`` timeline (moving points
                        coloured by reliability, the same ones shown)
-``overlay.mp4``        the video with the tracks drawn
+``overlay.mp4``        the video with the tracks drawn (longer side at most 1280 px)
 ``summary.json``       timings and peak memory per stage (each stage's own peak
                        on Linux: ``peak_memory_per_stage``), counts, warnings,
                        ``orientation``, ``fps_variable``, ``mode``, and
@@ -249,10 +249,14 @@ class Result:
         if ext == ".json":
             return io.write_json_atomic(path, self.summary)
         if ext == ".mp4":
-            from viz.overlay import write_overlay_video
+            from track3d.tracking import write_overlay
 
-            write_overlay_video(path, self._frames(), self.tracks, self.visibility, fps=self.fps)
-            return path
+            self._frames()  # Checks that the video is there.
+            idx = self.frame_indices
+            return write_overlay(path, self.source, self.tracks, self.visibility, self.fps,
+                                 frame_size=self.frame_size, start=int(idx[0]), end=int(idx[-1]) + 1,
+                                 stride=int(idx[1] - idx[0]) if len(idx) > 1 else 1,
+                                 ignore_rotation=bool(self.summary.get("options", {}).get("ignore_rotation")))
         if ext == "":
             return self._export_colmap(path)
         raise OutputError(f"cannot export to {path.name}: use .npz, .ply, .glb, .rrd, .json, .mp4 or a folder "

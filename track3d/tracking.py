@@ -504,6 +504,33 @@ def _track_online(video, read_kw, opts, queries, info, model, notify, times):
     return result, (H, W), count
 
 
+OVERLAY_MAX_SIDE = 1280
+"""Longer side (pixels) of ``overlay.mp4`` at most: larger videos are drawn shrunk, so writing
+the overlay of a 4K video costs what a 720p one does."""
+
+
+def write_overlay(path: str | Path, source: str | Path, tracks: np.ndarray, visibility: np.ndarray, fps: float, *,
+                  frame_size: tuple[int, int], start: int = 0, end: int | None = None, stride: int = 1,
+                  ignore_rotation: bool = False, max_side: int | None = OVERLAY_MAX_SIDE) -> Path:
+    """Draw ``tracks`` on the frames of ``source`` (decoded again, one at a time) into an mp4.
+
+    Args:
+        tracks: ``(T, N, 2)`` float32 pixels ``(x, y)`` of frames of ``frame_size`` ``(W, H)``.
+        visibility: ``(T, N)`` bool.
+        start, end, stride, ignore_rotation: the frame selection the tracks were made from.
+        max_side: the overlay's longer side at most (None: the video's own size); tracks are scaled to it.
+    """
+    from viz.overlay import write_overlay_video
+
+    W, H = frame_size
+    size = video_io._output_size(W, H, None, max_side)
+    scale = np.array([(size[0] - 1) / max(W - 1, 1), (size[1] - 1) / max(H - 1, 1)], dtype=np.float32)
+    frames = video_io.iter_frames(source, start=start, end=end, stride=stride, ignore_rotation=ignore_rotation,
+                                  size=None if size == (W, H) else size)
+    write_overlay_video(path, frames, np.asarray(tracks, np.float32) * scale, visibility, fps=fps)
+    return Path(path)
+
+
 TRACK_SUMMARY_FILE = "summary.json"
 """What a tracking result folder says about itself (written last, inside the atomic folder)."""
 
@@ -521,7 +548,8 @@ def save_track_folder(
 
     The folder holds ``tracks.npz`` (:func:`track3d.io.save_tracks`, with
     ``frame_indices``), ``overlay.mp4`` (the tracked frames with the tracks
-    drawn; read again from ``result.source``) unless ``overlay`` is false, and
+    drawn, read again from ``result.source``, its longer side at most
+    :data:`OVERLAY_MAX_SIDE`) unless ``overlay`` is false, and
     ``summary.json``: ``source``, ``model``, ``frames``, ``tracks``, ``fps``,
     ``fps_variable``, ``frame_size``, ``orientation`` (what made the frames
     upright), ``mode`` (offline or online), ``notices``, ``timings`` (seconds
@@ -549,12 +577,10 @@ def save_track_folder(
         result.save(tmp / io.TRACKS_FILE)
         notify(io.TRACKS_FILE)
         if overlay:
-            from viz.overlay import write_overlay_video
-
             t0 = time.perf_counter()
-            frames = video_io.iter_frames(result.source, start=options.start, end=options.end, stride=options.stride,
-                                          ignore_rotation=options.ignore_rotation)
-            write_overlay_video(tmp / "overlay.mp4", frames, result.tracks, result.visibility, fps=result.fps)
+            write_overlay(tmp / "overlay.mp4", result.source, result.tracks, result.visibility, result.fps,
+                          frame_size=result.frame_size, start=options.start, end=options.end, stride=options.stride,
+                          ignore_rotation=options.ignore_rotation)
             result.timings["overlay"] = time.perf_counter() - t0
             notify("overlay.mp4")
         T, N = result.visibility.shape
