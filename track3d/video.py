@@ -297,8 +297,19 @@ def apply_exif_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
     return image
 
 
+def _imread_quietly(path: Path) -> np.ndarray | None:
+    """``cv2.imread`` without OpenCV's own log lines on a damaged file (the caller reports it)."""
+    log = cv2.utils.logging
+    level = log.getLogLevel()
+    log.setLogLevel(log.LOG_LEVEL_SILENT)
+    try:
+        return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # UNCHANGED: no EXIF turn by OpenCV.
+    finally:
+        log.setLogLevel(level)
+
+
 def _read_image(path: Path, upright: bool = True) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # UNCHANGED: no EXIF turn by OpenCV.
+    image = _imread_quietly(path)
     if image is None:
         raise VideoError(
             f"cannot read the image {path} (corrupt or unsupported format); "
