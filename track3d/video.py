@@ -36,6 +36,17 @@ presentation time in seconds, counted from the first frame of the source
 :func:`read_video` returns them in ``VideoInfo.timestamps``. A variable
 frame rate (phones) keeps its real times; ``fps`` is then the average.
 
+Bit depth and HDR: every frame comes out as 8-bit RGB. Standard-range video
+of any bit depth (8, 10, 12-bit) is converted by FFmpeg's swscale (its
+colour matrix, rounded to 8 bits). HDR video, PQ (SMPTE ST 2084) or HLG
+(ARIB STD-B67) by its transfer characteristic, is tone-mapped rather than
+clipped (:func:`hdr_to_sdr`): decoded to 16-bit BT.2020 RGB, turned into
+display light (PQ's EOTF; HLG's inverse OETF and its OOTF for a 1000-nit
+display), divided by the reference white of ITU-R BT.2408 (203 nits, which
+becomes SDR white's mid-tone), compressed by the extended Reinhard curve on
+luminance (white point: 10000 nits for PQ, 1000 for HLG, so no highlight
+clips), converted to BT.709 primaries and encoded with the sRGB curve.
+
 Resizing (``size`` or ``max_side``) uses OpenCV, ``INTER_AREA`` to shrink
 and ``INTER_LINEAR`` to grow. Pixel coordinates follow the project
 convention: ``(x, y)`` with ``(0, 0)`` the centre of the top-left pixel.
@@ -431,7 +442,7 @@ def display_rotation(frame: av.VideoFrame) -> int:
 
 def _turn(array: np.ndarray, rotation: int) -> np.ndarray:
     """Turn ``(H, W, ...)`` by ``rotation`` degrees clockwise (a multiple of 90)."""
-    return np.rot90(array, -(rotation // 90)) if rotation else array
+    return np.ascontiguousarray(np.rot90(array, -(rotation // 90))) if rotation else array
 
 
 def _probe_video(path: Path, fps: float | None, ignore_rotation: bool = False) -> tuple[VideoInfo, bool]:
@@ -519,22 +530,22 @@ def _iter_video(
                 else:  # No presentation time: the nominal rate's.
                     timestamps.append((index - 1) / info.fps)
             try:
-                array = frame.to_ndarray(format="rgb24")
+                array = _to_rgb(frame, out_size, info.rotation)
             except _DECODE_ERRORS as exc:
                 raise VideoError(
                     f"cannot convert frame {index - 1} of {path} (pixel format "
                     f"{frame.format.name}) to RGB ({exc}); re-encode the video, e.g. "
                     "`ffmpeg -i in -pix_fmt yuv420p out.mp4`"
                 ) from exc
-            array = _turn(array, info.rotation)
-            if array.shape[:2] != (info.height, info.width) and not size_warned:
+            shown = (frame.height, frame.width) if info.rotation in (90, 270) else (frame.width, frame.height)
+            if shown != (info.width, info.height) and not size_warned:
                 logger.warning(
                     "%s changes frame size mid-stream (%dx%d, first %dx%d); resizing "
                     "every frame to %dx%d",
-                    path, array.shape[1], array.shape[0], info.width, info.height, *out_size,
+                    path, *shown, info.width, info.height, *out_size,
                 )
                 size_warned = True
-            yield np.ascontiguousarray(_resize(array, out_size))
+            yield np.ascontiguousarray(array)
     finally:
         container.close()
 
@@ -558,6 +569,73 @@ def _iter_video(
                 "probably truncated",
                 path, "" if exact else "about ", announced, index,
             )
+
+
+TRANSFER_PQ, TRANSFER_HLG = 16, 18
+"""FFmpeg's transfer characteristics (``AVColorTransferCharacteristic``) of HDR video."""
+
+HDR_REFERENCE_WHITE_NITS = 203.0
+"""Display light of HDR reference white (ITU-R BT.2408)."""
+
+_BT2020_TO_BT709 = np.array([[1.6605, -0.5876, -0.0728],
+                             [-0.1246, 1.1329, -0.0083],
+                             [-0.0182, -0.1006, 1.1187]], dtype=np.float32)
+_BT2020_LUMA = np.array([0.2627, 0.6780, 0.0593], dtype=np.float32)
+
+
+def _hdr_transfer(frame: av.VideoFrame) -> int | None:
+    trc = getattr(frame, "color_trc", None)
+    try:
+        trc = int(trc) if trc is not None else None
+    except (TypeError, ValueError):
+        return None
+    return trc if trc in (TRANSFER_PQ, TRANSFER_HLG) else None
+
+
+def hdr_to_sdr(rgb: np.ndarray, transfer: int) -> np.ndarray:
+    """Tone-map HDR RGB (BT.2020 primaries, PQ or HLG signal) to 8-bit sRGB / BT.709.
+
+    See the module documentation for the steps; no value is clipped except
+    what the BT.2020 to BT.709 gamut conversion leaves outside ``[0, 1]``.
+
+    Args:
+        rgb: ``(H, W, 3)`` uint16 non-linear signal (``rgb48`` of FFmpeg).
+        transfer: :data:`TRANSFER_PQ` or :data:`TRANSFER_HLG`.
+
+    Returns:
+        ``(H, W, 3)`` uint8 RGB.
+    """
+    e = rgb.astype(np.float32) / 65535.0
+    if transfer == TRANSFER_PQ:
+        m1, m2 = 2610 / 16384, 2523 / 4096 * 128
+        c1, c2, c3 = 3424 / 4096, 2413 / 4096 * 32, 2392 / 4096 * 32
+        p = np.power(e, 1 / m2)
+        nits = 10000.0 * np.power(np.maximum(p - c1, 0) / (c2 - c3 * p), 1 / m1)
+        peak = 10000.0
+    elif transfer == TRANSFER_HLG:
+        a, b, c = 0.17883277, 0.28466892, 0.55991073
+        scene = np.where(e <= 0.5, e * e / 3, (np.exp((e - c) / a) + b) / 12)
+        ys = np.maximum(scene @ _BT2020_LUMA, 1e-6)[..., None]
+        nits = 1000.0 * np.power(ys, 0.2) * scene  # OOTF, gamma 1.2 (1000-nit display)
+        peak = 1000.0
+    else:
+        raise ValueError(f"transfer must be PQ ({TRANSFER_PQ}) or HLG ({TRANSFER_HLG}), got {transfer}")
+    x = nits / HDR_REFERENCE_WHITE_NITS
+    y = np.maximum(x @ _BT2020_LUMA, 1e-6)[..., None]
+    white = peak / HDR_REFERENCE_WHITE_NITS
+    mapped = y * (1 + y / (white * white)) / (1 + y)
+    linear = np.clip((x * (mapped / y)) @ _BT2020_TO_BT709.T, 0, 1)
+    srgb = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * np.power(linear, 1 / 2.4) - 0.055)
+    return np.round(srgb * 255).astype(np.uint8)
+
+
+def _to_rgb(frame: av.VideoFrame, out_size: tuple[int, int], rotation: int) -> np.ndarray:
+    """One decoded frame to upright RGB uint8 at ``out_size`` (HDR tone-mapped after the resize)."""
+    transfer = _hdr_transfer(frame)
+    if transfer is None:
+        return _resize(_turn(frame.to_ndarray(format="rgb24"), rotation), out_size)
+    rgb = frame.reformat(format="rgb48le", src_colorspace="bt2020").to_ndarray()
+    return hdr_to_sdr(_resize(_turn(rgb, rotation), out_size), transfer)
 
 
 def _existing(path: str | Path) -> Path:

@@ -214,6 +214,60 @@ def test_ten_bit_clip_tracks_like_its_eight_bit_twin(tmp_path):
     assert np.abs(ta.tracks - tb.tracks)[ok].max() < 0.5
 
 
+def _hdr_clip(path: Path, signal: list[float], transfer: int) -> Path:
+    """Gray bands of the given HDR signal values (0..1), 10-bit BT.2020 with ``transfer``."""
+    band = 16
+    rgb = np.zeros((32, band * len(signal), 3), np.uint16)
+    for i, v in enumerate(signal):
+        rgb[:, i * band : (i + 1) * band] = round(v * 65535)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10, options={"qp": "0"})
+        stream.width, stream.height, stream.pix_fmt = rgb.shape[1], rgb.shape[0], "yuv420p10le"
+        cc = stream.codec_context
+        cc.color_trc, cc.color_primaries, cc.colorspace = transfer, 9, 9  # BT.2020
+        for _ in range(2):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb48le")))
+        container.mux(stream.encode())
+    return path
+
+
+def _pq_signal(nits: float) -> float:
+    """SMPTE ST 2084 inverse EOTF."""
+    m1, m2, c1, c2, c3 = 2610 / 16384, 2523 / 4096 * 128, 3424 / 4096, 2413 / 4096 * 32, 2392 / 4096 * 32
+    y = (nits / 10000) ** m1
+    return ((c1 + c2 * y) / (1 + c3 * y)) ** m2
+
+
+# Reference white (203 nits, BT.2408) is luminance 1 before the curve: 1 * (1 + 1/w^2) / 2 ~= 0.5 in linear
+# light, 1.055 * 0.5 ** (1 / 2.4) - 0.055 = 0.735 in sRGB, 187.5 of 255.
+REFERENCE_WHITE_8BIT = 187.5
+
+
+def test_pq_video_is_tone_mapped_not_clipped(tmp_path):
+    nits = [0, 50, 203, 1000, 4000]
+    frames, _ = video_io.read_video(_hdr_clip(tmp_path / "pq.mp4", [_pq_signal(n) for n in nits], video_io.TRANSFER_PQ))
+    bands = frames[0, 16, 8::16, 1].astype(float)  # The centre of each band, green.
+    assert bands[0] < 8
+    assert np.all(np.diff(bands) > 5), bands  # Every level distinct: 1000 and 4000 nits are not clipped together.
+    assert bands[-1] < 255
+    assert abs(bands[2] - REFERENCE_WHITE_8BIT) < 6, bands
+    assert np.ptp(frames[0, 16, 8::16], axis=1).max() <= 3  # Gray stays gray.
+
+
+def test_hlg_video_is_tone_mapped(tmp_path):
+    # HLG's reference white is 75 % signal: 203 nits on a 1000-nit display (BT.2408).
+    signal = [0.0, 0.5, 0.75, 0.9, 1.0]
+    frames, _ = video_io.read_video(_hdr_clip(tmp_path / "hlg.mp4", signal, video_io.TRANSFER_HLG))
+    bands = frames[0, 16, 8::16, 1].astype(float)
+    assert bands[0] < 8 and np.all(np.diff(bands) > 5), bands
+    assert abs(bands[2] - REFERENCE_WHITE_8BIT) < 6, bands
+
+
+def test_hdr_to_sdr_checks_its_transfer():
+    with pytest.raises(ValueError, match="PQ"):
+        video_io.hdr_to_sdr(np.zeros((2, 2, 3), np.uint16), 1)
+
+
 # -- long takes: --mode auto ---------------------------------------------------------
 
 
