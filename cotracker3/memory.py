@@ -118,9 +118,10 @@ def tracking_memory(model, frames: int, points: int, iters: int = 6, dtype: torc
 
     On top of the model's weights and the caller's video: the feature pyramid, every
     point's query patch features and one token per point (and virtual track) and frame,
-    all 16-bit under reduced precision (plus a 16-bit copy of the weights);
+    all 16-bit under reduced precision (autocast's 16-bit copies of the weights, 50 MB for
+    the published model, did not show in measured peaks and are not counted);
     :data:`FLOATS_PER_POINT_FRAME` floats per point and frame; and the largest working
-    memory of one chunk: the encoder on ``encoder_frames`` frames, one chunk of
+    memory of one chunk (activations 16-bit under reduced precision): the encoder on ``encoder_frames`` frames, one chunk of
     correlations and input tokens, or a transformer block on one chunk of tokens.
     Chunk sizes default to the model's (``chunk_point_frames``,
     ``updateformer.chunk_tokens``). ``iters`` does not change the peak (each iteration
@@ -142,26 +143,25 @@ def tracking_memory(model, frames: int, points: int, iters: int = 6, dtype: torc
     levels = sum(4.0**-level for level in range(model.corr_levels))
 
     pyramid = frames * h * w * C * levels * elem
-    # Under autocast the weights are cast to 16 bits once per call and the casts kept.
-    weight_casts = sum(p.numel() for p in model.parameters()) * 2 if elem < 4 else 0
     token_buffer = frames * (points + V) * D * elem
     # every point's query patch features, per level (kept for the whole call)
     support = points * model.corr_levels * (2 * model.corr_radius + 1) ** 2 * C * elem
     small = frames * points * FLOATS_PER_POINT_FRAME * 4
-    encoder = encoder_frames * (6 * (C // 2) * (H // 2) * (W // 2) + 3 * H * W) * 4
+    encoder = encoder_frames * (6 * (C // 2) * (H // 2) * (W // 2) * elem + 3 * H * W * 4)
 
     n, s = correlation_chunk(points, frames, point_frames)
-    # gathered features (and their float32 copy for the correlation when stored in 16 bits)
-    per_point_frame = (size * size * C * (elem + (4 if elem < 4 else 0)) + 3 * size * size * K * 4
-                       + 2 * model.corr_mlp.fc1.out_features * 4 + 2 * model.input_dim * 4 + D * 4)
+    # gathered features, their products with the query patch and the blend, the MLP and the
+    # input projection: activations, 16-bit under autocast
+    per_point_frame = (size * size * C + 3 * size * size * K
+                       + 2 * model.corr_mlp.fc1.out_features + 2 * model.input_dim + D) * elem
     corr = n * s * per_point_frame
 
     rows = min(max(1, tokens // max(frames, 1)), points + V)  # tracks per time-block call
     steps = min(max(1, tokens // (points + V)), frames)  # frames per space-block call
     block_tokens = max(rows * frames, steps * (points + V))
     # Attention is fused (scaled_dot_product_attention): no frames x frames scores are stored.
-    block = block_tokens * (6 * D + 2 * hidden) * 4
-    return int(pyramid + token_buffer + support + small + weight_casts + max(encoder, corr, block))
+    block = block_tokens * (6 * D + 2 * hidden) * elem
+    return int(pyramid + token_buffer + support + small + max(encoder, corr, block))
 
 
 @dataclass(frozen=True)

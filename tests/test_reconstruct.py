@@ -369,4 +369,6 @@ def test_interrupted_run_leaves_no_folder(scene, tmp_path, monkeypatch):
     monkeypatch.setattr(viz.recording, "write_recording", interrupt)
     out = tmp_path / "out"
     assert main(["-q", "reconstruct", str(frames), "--grid", "8", "--model", "baseline", "--out", str(out)]) == 130
-    assert not out.exists() and not any(p.name.startswith(".out.") for p in tmp_path.iterdir())
+    assert not out.exists() and not any(p.name.startswith(".out.tmp") for p in tmp_path.iterdir())
+    # The finished stages are kept for a rerun (test_real_world_video.py), nothing else.
+    assert {p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")} == {".out.partial"}

@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -355,18 +356,22 @@ def cmd_track(args: argparse.Namespace) -> int:
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     """``track3d reconstruct``: track, reconstruct, write the result folder atomically."""
     from track3d import io
-    from track3d.reconstruction import ReconstructOptions, reconstruct
+    from track3d.reconstruction import ReconstructOptions, reconstruct, stages_dir
     from track3d.tracking import FALLBACK_NOTICE
 
     opts = ReconstructOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ReconstructOptions)
                                  if hasattr(args, f.name)})
     io.check_output_dir(args.out, overwrite=args.overwrite)
     progress = _Progress(not args.quiet)
+    kept = stages_dir(args.out)  # Finished stages, reused by a rerun after a failure or Ctrl-C.
     try:
-        result = reconstruct(args.video, opts, progress=progress)
+        result = reconstruct(args.video, opts, progress=progress, resume_dir=kept)
         result.save(args.out, overwrite=args.overwrite, viz=not args.no_viz, progress=progress)
     finally:
         progress.close()
+    shutil.rmtree(kept, ignore_errors=True)
+    if result.summary.get("reused"):
+        print(f"reused from an earlier run: {', '.join(result.summary['reused'])}")
     s = result.summary
     print(f"{s['frames']} frames, {s['tracks']} tracks ({s['model']}): cameras {s['cameras']} "
           f"({s['registered_frames']}/{s['frames']} frames"

@@ -17,12 +17,18 @@ The result folder:
                        only those with reliability >= ``min_reliability``)
 ``recording.rrd``      a Rerun recording on a ``frame`` timeline (moving points
                        coloured by reliability, the same ones shown)
-``overlay.mp4``        the video with the tracks drawn
-``summary.json``       timings and peak memory per stage, counts, warnings
+``overlay.mp4``        the video with the tracks drawn (longer side at most 1280 px)
+``summary.json``       timings and peak memory per stage (each stage's own peak
+                       on Linux: ``peak_memory_per_stage``), counts, warnings,
+                       ``orientation``, ``fps_variable``, ``mode``, and
+                       ``reused``: the stages a resumed run took from disk
 ===================== ==========================================================
 
 It is written into a temporary folder beside ``DIR`` and renamed at the end:
-an interrupted run never leaves a folder that looks complete.
+an interrupted run never leaves a folder that looks complete. Finished stages
+(the tracks first) are kept meanwhile in ``.DIR.partial`` beside it
+(:class:`StageCache`): run the same command again after a failure or Ctrl-C and
+they are reused; a changed option invalidates the stages it affects.
 """
 
 from __future__ import annotations
@@ -214,7 +220,8 @@ class Result:
             frames=self._frames() if frames else None, tail=int(self.summary.get("options", {}).get("tail", 10)),
             camera_kind=self.arrays.get("camera_kind"),
             unsolved={int(t): r for t, r in self.summary.get("unsolved_frames", {}).items()},
-            reliability=self.arrays.get("reliability"), min_reliability=self._min_reliability(min_reliability))
+            reliability=self.arrays.get("reliability"), min_reliability=self._min_reliability(min_reliability),
+            timestamps=self.arrays.get("timestamps"))
 
     def export(self, path: str | Path, *, min_reliability: float | None = None) -> Path:
         """Write one part of the result, chosen by the extension of ``path``.
@@ -242,10 +249,14 @@ class Result:
         if ext == ".json":
             return io.write_json_atomic(path, self.summary)
         if ext == ".mp4":
-            from viz.overlay import write_overlay_video
+            from track3d.tracking import write_overlay
 
-            write_overlay_video(path, self._frames(), self.tracks, self.visibility, fps=self.fps)
-            return path
+            self._frames()  # Checks that the video is there.
+            idx = self.frame_indices
+            return write_overlay(path, self.source, self.tracks, self.visibility, self.fps,
+                                 frame_size=self.frame_size, start=int(idx[0]), end=int(idx[-1]) + 1,
+                                 stride=int(idx[1] - idx[0]) if len(idx) > 1 else 1,
+                                 ignore_rotation=bool(self.summary.get("options", {}).get("ignore_rotation")))
         if ext == "":
             return self._export_colmap(path)
         raise OutputError(f"cannot export to {path.name}: use .npz, .ply, .glb, .rrd, .json, .mp4 or a folder "
@@ -266,6 +277,7 @@ class Result:
         notify = progress or (lambda *a: None)
         stages = ["arrays", "colmap", "points", "dynamic"] + (["recording", "overlay"] if viz else [])
         timings = self.summary.setdefault("timings", {}).setdefault("write", {})
+        write_peak = StagePeak()
         with io.atomic_output_dir(path, overwrite=overwrite) as tmp:
             for done, stage in enumerate(stages):
                 notify("write", done, len(stages))
@@ -286,7 +298,7 @@ class Result:
                     self.export(tmp / "overlay.mp4")
                 timings[stage] = round(time.perf_counter() - t0, 3)
             notify("write", len(stages), len(stages))
-            self.summary.setdefault("peak_memory_mb", {})["write"] = round(_peak_mb(), 1)
+            self.summary.setdefault("peak_memory_mb", {})["write"] = round(write_peak.stop(), 1)
             self.summary["files"] = sorted(p.name for p in tmp.iterdir()) + [SUMMARY_FILE]
             io.write_json_atomic(tmp / SUMMARY_FILE, self.summary)
         return Path(path)
@@ -304,7 +316,9 @@ class Result:
             raise ResultError(f"the video {self.source!r} is needed to draw frames but cannot be found")
         idx = self.frame_indices
         stride = int(idx[1] - idx[0]) if len(idx) > 1 else 1
-        return video_io.iter_frames(self.source, start=int(idx[0]), end=int(idx[-1]) + 1, stride=stride)
+        ignore = bool(self.summary.get("options", {}).get("ignore_rotation", False))
+        return video_io.iter_frames(self.source, start=int(idx[0]), end=int(idx[-1]) + 1, stride=stride,
+                                    ignore_rotation=ignore)
 
 
 def _save_arrays(path: Path, result: Result) -> Path:
@@ -409,8 +423,40 @@ def read_depth_folder(folder: str | Path, frame_indices: np.ndarray, n_source: i
     return maps
 
 
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
+class StagePeak:
+    """The peak resident memory of one stage, in MB.
+
+    On Linux the kernel's high-water mark (``VmHWM``) is reset at the start
+    (writing ``5`` to ``/proc/self/clear_refs``) and read at the end, so each
+    stage reports its own peak. Where that is not possible (other systems,
+    a restricted ``/proc``) it falls back to the process's running maximum
+    (``ru_maxrss``), and :attr:`per_stage` is False.
+    """
+
+    def __init__(self) -> None:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self.per_stage = _hwm_mb() is not None
+        except OSError:
+            self.per_stage = False
+
+    def stop(self) -> float:
+        """The peak since construction (or the running maximum, see above)."""
+        if self.per_stage:
+            value = _hwm_mb()
+            if value is not None:
+                return value
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
+
+
+def _hwm_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _load_depth_model(opts: ReconstructOptions):
@@ -445,11 +491,111 @@ def _resolve_tracker(opts: ReconstructOptions, warnings: list[str]):
         return LucasKanadeTracker(), "baseline"
 
 
+STAGES_FORMAT = 1
+"""Version of the files :class:`StageCache` keeps; a change invalidates older ones."""
+
+
+def stages_dir(out_dir: str | Path) -> Path:
+    """Where ``track3d reconstruct --out DIR`` keeps finished stages until ``DIR`` is written:
+    ``.DIR.partial`` beside it (hidden, removed once the result folder is complete)."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(f".{out_dir.name}.partial")
+
+
+def _video_identity(video: str | Path) -> dict:
+    """What identifies a video's content cheaply: resolved path, sizes and modification times."""
+    path = Path(video).resolve()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file())
+        return {"path": str(path), "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
+    st = path.stat()
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _key(payload: dict) -> str:
+    import hashlib
+
+    text = json.dumps({"format": STAGES_FORMAT, **payload}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class StageCache:
+    """Finished stages of one reconstruction, kept on disk so a rerun skips them (hloc's model).
+
+    Each stage ``NAME`` is two files in ``folder``: ``NAME.npz`` (its arrays) and
+    ``NAME.json`` (``key`` and metadata), the JSON written last, so a stage
+    interrupted while being saved is simply absent. A stage is reused only when its
+    ``key`` (a hash of the video's identity and every option it depends on) matches:
+    a changed option invalidates the stages it affects, and those after them.
+    ``folder=None`` keeps nothing.
+    """
+
+    def __init__(self, folder: str | Path | None):
+        self.folder = None if folder is None else Path(folder)
+        self.reused: list[str] = []
+
+    def load(self, name: str, key: str) -> tuple[dict[str, np.ndarray], dict] | None:
+        """The arrays and metadata of stage ``name`` if it was saved under ``key``, else None."""
+        if self.folder is None:
+            return None
+        try:
+            meta = json.loads((self.folder / f"{name}.json").read_text())
+            if meta.get("key") != key:
+                return None
+            with np.load(self.folder / f"{name}.npz", allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError, KeyError):
+            return None  # Missing or damaged: computed again.
+        self.reused.append(name)
+        logger.info("reusing the %s stage kept in %s", name, self.folder)
+        return arrays, meta
+
+    def save(self, name: str, key: str, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        """Keep stage ``name`` (arrays, then metadata) under ``key``."""
+        if self.folder is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".{name}.tmp.npz"
+        np.savez(tmp, **arrays)
+        tmp.replace(self.folder / f"{name}.npz")
+        io.write_json_atomic(self.folder / f"{name}.json", {**meta, "key": key})
+
+
+def _tracks_to_stage(tracked: Tracks, track_resolution) -> tuple[dict, dict]:
+    arrays = {"tracks": tracked.tracks, "visibility": tracked.visibility, "confidence": tracked.confidence,
+              "queries": tracked.queries, "frame_indices": tracked.frame_indices}
+    if tracked.timestamps is not None:
+        arrays["timestamps"] = np.asarray(tracked.timestamps, np.float64)
+    meta = {"fps": tracked.fps, "fps_variable": tracked.fps_variable, "frame_size": list(tracked.frame_size),
+            "orientation": tracked.orientation, "mode": tracked.mode, "notices": tracked.notices,
+            "model": tracked.model, "source": tracked.source, "timings": tracked.timings,
+            "track_resolution": list(track_resolution) if track_resolution else None}
+    return arrays, meta
+
+
+def _tracks_from_stage(arrays: dict, meta: dict) -> tuple[Tracks, tuple[int, int] | None]:
+    tracked = Tracks(tracks=arrays["tracks"], visibility=arrays["visibility"], confidence=arrays["confidence"],
+                     queries=arrays["queries"], fps=float(meta["fps"]), frame_size=tuple(meta["frame_size"]),
+                     frame_indices=arrays["frame_indices"], source=meta["source"], model=meta["model"],
+                     timings={}, timestamps=arrays.get("timestamps"), fps_variable=bool(meta["fps_variable"]),
+                     orientation=meta["orientation"], mode=meta["mode"], notices=list(meta["notices"]))
+    resolution = meta.get("track_resolution")
+    return tracked, (tuple(resolution) if resolution else None)
+
+
+TRACK_STAGE_OPTIONS = tuple(f.name for f in dataclasses.fields(TrackOptions) if f.name != "download")
+"""Options whose change invalidates the kept tracking stage (and so every later one)."""
+
+DEPTH_STAGE_OPTIONS = ("depth_model", "precision", "device")
+"""Options (besides the tracking ones) whose change invalidates kept depth maps of --depth-model."""
+
+
 def reconstruct(
     video: str | Path,
     options: ReconstructOptions | None = None,
     *,
     progress: Callable[[str, int, int], None] | None = None,
+    resume_dir: str | Path | None = None,
     **kwargs,
 ) -> Result:
     """Track a video and reconstruct it in 3D.
@@ -459,6 +605,12 @@ def reconstruct(
         options: a :class:`ReconstructOptions`; or its fields as keyword
             arguments, e.g. ``track3d.reconstruct("v.mp4", grid=50, depth="depth/")``.
         progress: optional ``callable(stage, done, total)`` for progress bars.
+        resume_dir: a folder to keep finished stages in (:class:`StageCache`: the
+            tracks, depth maps from ``--depth-model`` and track colours); a later
+            call with the same video and options reuses them instead of computing
+            them again, and ``summary["reused"]`` lists those reused. ``track3d
+            reconstruct --out DIR`` uses :func:`stages_dir` and deletes it once
+            ``DIR`` is written. None: keep nothing.
 
     Returns:
         :class:`Result`. Geometry that cannot be solved (a still or rotating
@@ -477,7 +629,7 @@ def reconstruct(
     warnings: list[str] = []
     memory: dict[str, float] = {}
     K = read_intrinsics(opts.intrinsics) if opts.intrinsics else None
-    info = video_io.probe(video)
+    info = video_io.probe(video, ignore_rotation=opts.ignore_rotation)
     if opts.depth and opts.depth_model:
         raise Track3DError("--depth and --depth-model are two sources of depth maps: give one")
     if opts.depth and not Path(opts.depth).is_dir():
@@ -487,43 +639,66 @@ def reconstruct(
     if not 0.0 <= opts.min_reliability <= 1.0:
         raise Track3DError(f"--min-reliability must be in [0, 1], got {opts.min_reliability}")
     timings: dict[str, float] = {}
+    cache = StageCache(resume_dir)
+    identity = _video_identity(video)
+    track_key = _key({"video": identity, "track": {k: getattr(opts, k) for k in TRACK_STAGE_OPTIONS}})
+    depth_key = _key({"track": track_key, "depth": {k: getattr(opts, k) for k in DEPTH_STAGE_OPTIONS}})
+    kept_tracks = cache.load("track", track_key)
+    kept_depth = cache.load("depth", depth_key) if opts.depth_model else None
+
     depth_net = None
-    if opts.depth_model:  # Loaded before tracking, so missing weights stop the run before it starts.
+    if opts.depth_model and kept_depth is None:  # Loaded before tracking: missing weights stop the run early.
         t0 = time.perf_counter()
         depth_net = _load_depth_model(opts)
         timings["load_depth_model"] = time.perf_counter() - t0
 
-    model, label = _resolve_tracker(opts, warnings)
-    if isinstance(model, LucasKanadeTracker) and opts.online:
-        warnings.append("the baseline tracker reads the whole video: --online is ignored")
-        opts = dataclasses.replace(opts, online=False)
-    tracked: Tracks = track(video, opts, progress=progress, model=model)
-    tracked.model = label
-    memory["track"] = _peak_mb()
+    peak = StagePeak()
+    if kept_tracks is not None:
+        tracked, track_resolution = _tracks_from_stage(*kept_tracks)
+        label = tracked.model
+        warnings += [n for n in kept_tracks[1]["notices"] if n not in warnings]
+    else:
+        model, label = _resolve_tracker(opts, warnings)
+        if isinstance(model, LucasKanadeTracker) and opts.online:
+            warnings.append("the baseline tracker reads the whole video: --online is ignored")
+            opts = dataclasses.replace(opts, online=False, mode="offline")
+        tracked = track(video, opts, progress=progress, model=model)
+        tracked.model = label
+        warnings += [n for n in tracked.notices if n not in warnings]
+        # Pixel thresholds are relative to the resolution the tracker worked at (a model's input size).
+        resolution = getattr(model, "model_resolution", None)
+        track_resolution = (int(resolution[1]), int(resolution[0])) if resolution is not None else None
+        del model  # The tracker's memory (a GPU's too) for what follows.
+        cache.save("track", track_key, *_tracks_to_stage(tracked, track_resolution))
+    memory["track"] = peak.stop()
     T, N = tracked.visibility.shape
-    # Pixel thresholds are relative to the resolution the tracker worked at (a model's input size).
-    resolution = getattr(model, "model_resolution", None)
-    track_resolution = (int(resolution[1]), int(resolution[0])) if resolution is not None else None
-    del model  # The tracker's memory (a GPU's too) for what follows.
+    read_kw = dict(start=opts.start, end=opts.end, stride=opts.stride, ignore_rotation=opts.ignore_rotation)
 
     depth, depth_info = None, None
     t0 = time.perf_counter()
+    peak = StagePeak()
     if opts.depth:
         depth = read_depth_folder(opts.depth, tracked.frame_indices, info.num_frames, tracked.frame_size)
         depth_info = {"source": "folder", "path": str(opts.depth), "kind": opts.depth_kind}
+    elif kept_depth is not None:
+        depth = kept_depth[0]["depth"]
+        depth_info = {k: kept_depth[1][k] for k in ("source", "model", "kind")}
+        opts = dataclasses.replace(opts, depth_kind=depth_info["kind"])
     elif depth_net is not None:
         # The frames the tracker saw, decoded again a batch at a time (full size: the network resizes).
-        frames = video_io.iter_frames(video, start=opts.start, end=opts.end, stride=opts.stride)
+        frames = video_io.iter_frames(video, **read_kw)
         depth = depth_net.estimate(frames, num_frames=T, progress=lambda done, total: notify("depth", done, total))
         opts = dataclasses.replace(opts, depth_kind=depth_net.kind)
         depth_info = {"source": "model", "model": depth_net.name, "kind": depth_net.kind}
         del depth_net
+        cache.save("depth", depth_key, {"depth": depth}, depth_info)
     if depth is not None:
         depth_info["map_size"] = [int(depth.shape[2]), int(depth.shape[1])]
         timings["depth"] = time.perf_counter() - t0
-        memory["depth"] = _peak_mb()
+        memory["depth"] = peak.stop()
 
     t0 = time.perf_counter()
+    peak = StagePeak()
     rec = recon.reconstruct(tracked.tracks, tracked.visibility, tracked.frame_size, confidence=tracked.confidence,
                             intrinsics=K, depth=depth,
                             options=recon.ReconOptions(min_track_length=opts.min_track_length,
@@ -533,13 +708,19 @@ def reconstruct(
                             progress=progress)
     del depth
     t_recon = time.perf_counter() - t0
-    memory["reconstruct"] = _peak_mb()
+    memory["reconstruct"] = peak.stop()
 
     t0 = time.perf_counter()
-    frames = video_io.iter_frames(video, start=opts.start, end=opts.end, stride=opts.stride)
-    colors = sample_colors(frames, tracked.tracks, tracked.visibility)
+    peak = StagePeak()
+    kept_colors = cache.load("colors", track_key)
+    if kept_colors is not None:
+        colors = kept_colors[0]["colors"]
+    else:
+        frames = video_io.iter_frames(video, **read_kw)
+        colors = sample_colors(frames, tracked.tracks, tracked.visibility)
+        cache.save("colors", track_key, {"colors": colors}, {})
     t_colors = time.perf_counter() - t0
-    memory["colors"] = _peak_mb()
+    memory["colors"] = peak.stop()
 
     status = rec.status
     warnings += [m for m in status.messages if m.startswith("warning") or "could not be registered" in m]
@@ -549,11 +730,14 @@ def reconstruct(
     arrays = {"tracks": tracked.tracks, "visibility": tracked.visibility, "confidence": tracked.confidence,
               "queries": tracked.queries, "frame_indices": tracked.frame_indices, **rec.arrays(),
               "colors": colors}
+    if tracked.timestamps is not None:
+        arrays["timestamps"] = np.asarray(tracked.timestamps, np.float64)
     summary = {
         "track3d_version": _version(),
         "source": str(video),
         "model": label,
         "frames": T, "tracks": N, "frame_size": list(tracked.frame_size), "fps": tracked.fps,
+        "fps_variable": bool(tracked.fps_variable), "orientation": tracked.orientation, "mode": tracked.mode,
         "cameras": status.cameras,
         "registered_frames": status.registered[0],
         "rotation_only_frames": list(status.rotation_frames),
@@ -570,6 +754,8 @@ def reconstruct(
                     "reconstruct": {k: round(v, 3) for k, v in status.timings.items()} | {"total": round(t_recon, 3)},
                     "colors": round(t_colors, 3)},
         "peak_memory_mb": {k: round(v, 1) for k, v in memory.items()},
+        "peak_memory_per_stage": peak.per_stage,
+        "reused": list(cache.reused),
         "messages": list(status.messages),
         "warnings": warnings,
         "options": {k: v for k, v in dataclasses.asdict(opts).items() if k != "download"},

@@ -21,7 +21,7 @@ import torch
 import cotracker3
 from cotracker3.baseline import BASELINE, LucasKanadeTracker
 from cotracker3 import memory
-from cotracker3.errors import QueryError
+from cotracker3.errors import MemoryEstimateError, QueryError, WeightsUnavailableError
 from cotracker3.predictor import check_queries
 from track3d import io, video as video_io
 from track3d.errors import Track3DError, VideoError
@@ -49,7 +49,15 @@ class TrackOptions:
         "default: cotracker3-online with --online, else cotracker3-offline"
     )
     checkpoint: str | None = _opt(None, "path of a checkpoint file to load instead of the registry's weights")
-    online: bool = _opt(False, "stream the video through the online (sliding-window) model: memory stays flat")
+    online: bool = _opt(False, "stream the video through the online (sliding-window) model: memory stays flat "
+                        "(the same as --mode online)")
+    mode: str = _opt(
+        "auto", "offline: the whole video at once (best tracks); online: streamed through the sliding-window "
+        "model (memory stays flat); auto: offline when the memory estimate fits the memory available, else "
+        "online, with a notice (needs the default weights: with --model/--checkpoint auto means offline)",
+        choices=("auto", "offline", "online"))
+    ignore_rotation: bool = _opt(False, "read the stored pixels: ignore the video's display matrix (phone "
+                                 "rotation) and images' EXIF orientation")
     backward: bool = _opt(False, "also track backwards in time from each query frame (offline model)")
     start: int = _opt(0, "first frame of the source video to use")
     end: int | None = _opt(None, "frame of the source video to stop before (default: the end)")
@@ -81,12 +89,20 @@ class Tracks:
         confidence: ``(T, N)`` float32 in ``[0, 1]``.
         queries: ``(N, 3)`` float32 ``(t, x, y)``: frame index of the tracked
             frames, pixels of the source video.
-        fps: frames per second of the tracked frames (source fps / stride).
-        frame_size: ``(W, H)`` of the source video.
+        fps: frames per second of the tracked frames (source fps / stride; the
+            average of ``timestamps`` when the rate is variable).
+        frame_size: ``(W, H)`` of the source video as displayed (its display
+            matrix or EXIF orientation applied, unless ``ignore_rotation``).
         frame_indices: ``(T,)`` int64, index in the source video of each tracked frame.
         source: the video path.
         model: the weights name or checkpoint path used.
         timings: seconds spent per stage.
+        timestamps: ``(T,)`` float64 presentation time of each tracked frame, seconds
+            from the source's first frame.
+        fps_variable: the frame rate is variable (:func:`track3d.video.frame_rate`).
+        orientation: what was done to show the frames upright (``VideoInfo.orientation``).
+        mode: ``"offline"`` or ``"online"``: how the points were tracked.
+        notices: what the user should know (e.g. auto mode chose online).
     """
 
     tracks: np.ndarray
@@ -99,6 +115,11 @@ class Tracks:
     source: str = ""
     model: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    timestamps: np.ndarray | None = None
+    fps_variable: bool = False
+    orientation: str = "none"
+    mode: str = "offline"
+    notices: list[str] = field(default_factory=list)
 
     def save(self, path: str | Path) -> Path:
         """Write ``tracks.npz`` (see :func:`track3d.io.save_tracks`) into a folder or file."""
@@ -111,6 +132,7 @@ class Tracks:
             fps=self.fps,
             frame_size=self.frame_size,
             frame_indices=self.frame_indices,
+            **({} if self.timestamps is None else {"timestamps": np.asarray(self.timestamps, np.float64)}),
         )
 
 
@@ -232,11 +254,19 @@ def track(
         raise Track3DError(f"iters must be at least 1, got {opts.iters}")
     if opts.precision not in ("float32", "bfloat16", "float16"):
         raise Track3DError(f"precision must be float32, bfloat16 or float16, got {opts.precision!r}")
+    if opts.mode not in ("auto", "offline", "online"):
+        raise Track3DError(f"--mode must be auto, offline or online, got {opts.mode!r}")
+    if opts.online and opts.mode == "offline":
+        raise Track3DError("--online and --mode offline contradict each other: give one")
+    if opts.mode == "online":
+        opts = dataclasses.replace(opts, online=True)
     dtype = getattr(torch, opts.precision)
     max_memory = parse_size(opts.max_memory, "--max-memory")
     timings: dict[str, float] = {}
-    info = video_io.probe(video)
-    read_kw = dict(start=opts.start, end=opts.end, stride=opts.stride, max_side=opts.max_side)
+    notices: list[str] = []
+    info = video_io.probe(video, ignore_rotation=opts.ignore_rotation)
+    read_kw = dict(start=opts.start, end=opts.end, stride=opts.stride, max_side=opts.max_side,
+                   ignore_rotation=opts.ignore_rotation)
     queries = read_queries(opts.queries) if opts.queries else None
     if opts.online and opts.backward:
         raise Track3DError("--backward needs the whole video: it works with the offline model only")
@@ -245,7 +275,7 @@ def track(
     device = resolve_device(opts.device)
     check_precision(opts.precision, device)
     if model is None:
-        model, label = tracker_or_embedded(opts)
+        model, label = tracker_or_embedded(opts, notices)
     else:
         label = BASELINE if isinstance(model, LucasKanadeTracker) else type(model).__name__
     baseline = isinstance(model, LucasKanadeTracker)
@@ -256,15 +286,43 @@ def track(
     timings["load_model"] = time.perf_counter() - t0
 
     notify = progress or (lambda *a: None)
-    t0 = time.perf_counter()
-    if opts.online:
-        result, frame_hw, n_frames = _track_online(video, read_kw, opts, queries, info, model, notify)
-        timings["track"] = time.perf_counter() - t0
-    else:
+    # The model sees its own resolution only: frames larger than it are shrunk while they are decoded,
+    # one at a time, so memory does not grow with the source resolution (tracks come back in source pixels).
+    size = tracker_read_size(info.width, info.height, getattr(model, "model_resolution", None))
+    if size is not None and opts.max_side is None:
+        read_kw["size"] = size
+    batches = 1
+    if not opts.online:
         pred = model if baseline else cotracker3.Predictor(model, iters=opts.iters, dtype=dtype,
                                                            max_memory=max_memory)
-        batches = 1 if baseline else _check_offline_memory(pred, info, read_kw, opts, queries)
-        frames = _read_all(video, read_kw, notify)
+        may_switch = (opts.mode == "auto" and not baseline and opts.model is None and opts.checkpoint is None
+                      and not opts.backward)
+        try:
+            batches = 1 if baseline else _check_offline_memory(pred, info, read_kw, opts, queries, video)
+        except MemoryEstimateError as exc:
+            if not may_switch:
+                raise
+            t0 = time.perf_counter()
+            try:
+                model, label = load_tracker(dataclasses.replace(opts, online=True))
+            except WeightsUnavailableError:
+                raise exc from None  # No online weights to fall back on: the estimate's advice stands.
+            notice = (f"the whole video does not fit in memory offline ({str(exc).splitlines()[0]}); "
+                      "--mode auto tracks it online (streamed, memory stays flat) instead")
+            logger.warning(notice)
+            notices.append(notice)
+            opts = dataclasses.replace(opts, online=True)
+            model = model.to(device)
+            timings["load_model"] += time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    times: list[float] = []
+    if opts.online:
+        result, frame_hw, n_frames = _track_online(video, read_kw, opts, queries, info, model, notify, times)
+        timings["track"] = time.perf_counter() - t0
+    else:
+        frames, read_info = _read_all(video, read_kw, notify)
+        times = list(read_info.timestamps)
         timings["read_video"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         frame_hw, n_frames = frames.shape[1:3], len(frames)
@@ -298,33 +356,62 @@ def track(
     back = np.array([(info.width - 1) / max(W - 1, 1), (info.height - 1) / max(H - 1, 1)], dtype=np.float32)
     out["tracks"] = out["tracks"] * back
     out["queries"][:, 1:] *= back
+    timestamps = np.asarray(times[:n_frames], dtype=np.float64)
+    fps, variable = video_io.frame_rate(timestamps, float(info.fps) / opts.stride)
     return Tracks(
         tracks=out["tracks"].astype(np.float32),
         visibility=out["visibility"].astype(bool),
         confidence=out["confidence"].astype(np.float32),
         queries=out["queries"].astype(np.float32),
-        fps=float(info.fps) / opts.stride,
+        fps=fps,
         frame_size=(info.width, info.height),
         frame_indices=opts.start + opts.stride * np.arange(n_frames, dtype=np.int64),
         source=str(video),
         model=label,
         timings=timings,
+        timestamps=timestamps if len(timestamps) == n_frames else None,
+        fps_variable=variable,
+        orientation=info.orientation,
+        mode="online" if opts.online else "offline",
+        notices=notices,
     )
 
 
-def _check_offline_memory(pred: cotracker3.Predictor, info, read_kw, opts: TrackOptions, queries) -> int:
+def _check_offline_memory(pred: cotracker3.Predictor, info, read_kw, opts: TrackOptions, queries, video=None) -> int:
     """Before decoding: fail with the estimate and the online suggestion if the whole-video
     run cannot fit in memory (decoded frames included); else the number of point batches
-    the run will take (1 unless memory is short)."""
+    the run will take (1 unless memory is short). A video that states no frame count has
+    its packets counted first (:func:`track3d.video.count_frames`, no decoding).
+
+    Raises:
+        MemoryEstimateError: nothing fits (see ``cotracker3.Predictor.check_memory``).
+    """
     n_frames = _expected_frames(info, read_kw)
+    if info.num_frames is None and video is not None:
+        counted = video_io.count_frames(video)
+        if counted:
+            n_frames = _expected_frames(dataclasses.replace(info, num_frames=counted), read_kw)
     if n_frames < 2:
         return 1  # unknown length (or too short, reported when reading)
-    width, height = video_io._output_size(info.width, info.height, None, opts.max_side)
+    width, height = video_io._output_size(info.width, info.height, read_kw.get("size"), opts.max_side)
     support = 0 if queries is None else pred.support_grid_size**2
     points = opts.grid**2 if queries is None else len(queries) + support
     plan = pred.check_memory(n_frames, points, opts.backward, video_bytes=n_frames * width * height * 3,
                              shared=support)
     return plan.batches
+
+
+def tracker_read_size(width: int, height: int, model_resolution) -> tuple[int, int] | None:
+    """``(W, H)`` to decode a ``width x height`` video at for a model working at
+    ``model_resolution`` ``(H, W)``: each side shrunk to the model's where larger (the
+    predictor resizes to exactly that anyway), or None to keep the frames as they are
+    (no model resolution, e.g. the baseline tracker, or a video no larger than it)."""
+    if model_resolution is None:
+        return None
+    model_h, model_w = (int(v) for v in model_resolution)
+    if width <= model_w and height <= model_h:
+        return None
+    return min(width, model_w), min(height, model_h)
 
 
 def parse_size(text: str | int | None, name: str = "size") -> int | None:
@@ -354,10 +441,10 @@ def _to_read_pixels(queries: np.ndarray, info, frame_hw, n_frames) -> np.ndarray
 
 
 def _read_all(video, read_kw, notify):
-    frames, _ = video_io.read_video(video, **read_kw, progress=lambda n, total: notify("read", n, total or 0))
+    frames, info = video_io.read_video(video, **read_kw, progress=lambda n, total: notify("read", n, total or 0))
     if len(frames) < 2:
         raise VideoError(f"{video}: {len(frames)} frame(s) selected; tracking needs at least 2")
-    return frames
+    return frames, info
 
 
 def cpu_has_bfloat16() -> bool:
@@ -386,9 +473,9 @@ def _expected_frames(info, read_kw) -> int:
     return max(0, len(range(read_kw["start"], end, read_kw["stride"])))
 
 
-def _track_online(video, read_kw, opts, queries, info, model, notify):
+def _track_online(video, read_kw, opts, queries, info, model, notify, times):
     pred = cotracker3.OnlinePredictor(model, iters=opts.iters, dtype=getattr(torch, opts.precision))
-    frames = video_io.iter_frames(video, **read_kw)
+    frames = video_io.iter_frames(video, **read_kw, timestamps=times)
     first = next(frames, None)
     if first is None:
         raise VideoError(f"{video}: no frame selected")
@@ -417,6 +504,33 @@ def _track_online(video, read_kw, opts, queries, info, model, notify):
     return result, (H, W), count
 
 
+OVERLAY_MAX_SIDE = 1280
+"""Longer side (pixels) of ``overlay.mp4`` at most: larger videos are drawn shrunk, so writing
+the overlay of a 4K video costs what a 720p one does."""
+
+
+def write_overlay(path: str | Path, source: str | Path, tracks: np.ndarray, visibility: np.ndarray, fps: float, *,
+                  frame_size: tuple[int, int], start: int = 0, end: int | None = None, stride: int = 1,
+                  ignore_rotation: bool = False, max_side: int | None = OVERLAY_MAX_SIDE) -> Path:
+    """Draw ``tracks`` on the frames of ``source`` (decoded again, one at a time) into an mp4.
+
+    Args:
+        tracks: ``(T, N, 2)`` float32 pixels ``(x, y)`` of frames of ``frame_size`` ``(W, H)``.
+        visibility: ``(T, N)`` bool.
+        start, end, stride, ignore_rotation: the frame selection the tracks were made from.
+        max_side: the overlay's longer side at most (None: the video's own size); tracks are scaled to it.
+    """
+    from viz.overlay import write_overlay_video
+
+    W, H = frame_size
+    size = video_io._output_size(W, H, None, max_side)
+    scale = np.array([(size[0] - 1) / max(W - 1, 1), (size[1] - 1) / max(H - 1, 1)], dtype=np.float32)
+    frames = video_io.iter_frames(source, start=start, end=end, stride=stride, ignore_rotation=ignore_rotation,
+                                  size=None if size == (W, H) else size)
+    write_overlay_video(path, frames, np.asarray(tracks, np.float32) * scale, visibility, fps=fps)
+    return Path(path)
+
+
 TRACK_SUMMARY_FILE = "summary.json"
 """What a tracking result folder says about itself (written last, inside the atomic folder)."""
 
@@ -434,9 +548,12 @@ def save_track_folder(
 
     The folder holds ``tracks.npz`` (:func:`track3d.io.save_tracks`, with
     ``frame_indices``), ``overlay.mp4`` (the tracked frames with the tracks
-    drawn; read again from ``result.source``) unless ``overlay`` is false, and
+    drawn, read again from ``result.source``, its longer side at most
+    :data:`OVERLAY_MAX_SIDE`) unless ``overlay`` is false, and
     ``summary.json``: ``source``, ``model``, ``frames``, ``tracks``, ``fps``,
-    ``frame_size``, ``timings`` (seconds per stage), ``options`` and ``files``.
+    ``fps_variable``, ``frame_size``, ``orientation`` (what made the frames
+    upright), ``mode`` (offline or online), ``notices``, ``timings`` (seconds
+    per stage), ``options`` and ``files``.
     It appears complete or not at all.
 
     Args:
@@ -460,17 +577,18 @@ def save_track_folder(
         result.save(tmp / io.TRACKS_FILE)
         notify(io.TRACKS_FILE)
         if overlay:
-            from viz.overlay import write_overlay_video
-
             t0 = time.perf_counter()
-            frames = video_io.iter_frames(result.source, start=options.start, end=options.end, stride=options.stride)
-            write_overlay_video(tmp / "overlay.mp4", frames, result.tracks, result.visibility, fps=result.fps)
+            write_overlay(tmp / "overlay.mp4", result.source, result.tracks, result.visibility, result.fps,
+                          frame_size=result.frame_size, start=options.start, end=options.end, stride=options.stride,
+                          ignore_rotation=options.ignore_rotation)
             result.timings["overlay"] = time.perf_counter() - t0
             notify("overlay.mp4")
         T, N = result.visibility.shape
         summary = {
             "source": str(result.source), "model": result.model, "frames": int(T), "tracks": int(N),
-            "fps": float(result.fps), "frame_size": [int(v) for v in result.frame_size],
+            "fps": float(result.fps), "fps_variable": bool(result.fps_variable),
+            "frame_size": [int(v) for v in result.frame_size], "orientation": result.orientation,
+            "mode": result.mode, "notices": list(result.notices),
             "visible": round(float(np.mean(result.visibility)), 4) if result.visibility.size else 0.0,
             "timings": {k: round(float(v), 3) for k, v in result.timings.items()},
             "options": {k: v for k, v in dataclasses.asdict(options).items() if k != "download"},

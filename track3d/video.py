@@ -19,6 +19,34 @@ in decoding order. Decoding always starts at the first frame and skips up to
 ``start`` (no seeking): slower for a large ``start``, but exact for every
 container, including variable-frame-rate ones.
 
+Orientation: frames come out the way players show them. A video file's
+display matrix (what a phone writes for a portrait video: landscape frames
+plus "rotate 90") is read from each decoded frame through PyAV
+(``VideoFrame.rotation``, counter-clockwise degrees) and undone with an exact
+quarter-turn (``numpy.rot90``); an image's EXIF orientation tag (read with
+Pillow, values 1-8) is applied the way ``PIL.ImageOps.exif_transpose`` does.
+Sizes, pixel coordinates and everything downstream are then in displayed
+pixels. ``ignore_rotation=True`` keeps the stored pixels. Rotations that are
+not a multiple of 90 degrees are rounded to the nearest quarter turn (with a
+warning).
+
+Timestamps: ``iter_frames(..., timestamps=[])`` appends each yielded frame's
+presentation time in seconds, counted from the first frame of the source
+(``frame.time`` of PyAV; ``index / fps`` for image folders).
+:func:`read_video` returns them in ``VideoInfo.timestamps``. A variable
+frame rate (phones) keeps its real times; ``fps`` is then the average.
+
+Bit depth and HDR: every frame comes out as 8-bit RGB. Standard-range video
+of any bit depth (8, 10, 12-bit) is converted by FFmpeg's swscale (its
+colour matrix, rounded to 8 bits). HDR video, PQ (SMPTE ST 2084) or HLG
+(ARIB STD-B67) by its transfer characteristic, is tone-mapped rather than
+clipped (:func:`hdr_to_sdr`): decoded to 16-bit BT.2020 RGB, turned into
+display light (PQ's EOTF; HLG's inverse OETF and its OOTF for a 1000-nit
+display), divided by the reference white of ITU-R BT.2408 (203 nits, which
+becomes SDR white's mid-tone), compressed by the extended Reinhard curve on
+luminance (white point: 10000 nits for PQ, 1000 for HLG, so no highlight
+clips), converted to BT.709 primaries and encoded with the sRGB curve.
+
 Resizing (``size`` or ``max_side``) uses OpenCV, ``INTER_AREA`` to shrink
 and ``INTER_LINEAR`` to grow. Pixel coordinates follow the project
 convention: ``(x, y)`` with ``(0, 0)`` the centre of the top-left pixel.
@@ -71,6 +99,17 @@ class VideoInfo:
             number of frames returned.
         kind: ``"video"`` for a file decoded by PyAV, ``"images"`` for a
             folder of images.
+        rotation: Clockwise degrees (0, 90, 180, 270) the stored frames are
+            turned by to show them upright (display matrix of a video, EXIF
+            orientation of the first image); 0 with ``ignore_rotation``.
+            ``width`` and ``height`` are those of the turned frames.
+        orientation: What was applied, in words: ``"none"``,
+            ``"display matrix: rotate 90"``, ``"exif 6: rotate 90"``,
+            ``"ignored (display matrix: rotate 90)"``, ...
+        timestamps: ``(T,)`` float64 seconds of the frames read (only from
+            :func:`read_video`), else None.
+        variable_fps: The timestamps are unevenly spaced (intervals differ by
+            more than 5 % from their median); ``fps`` is then their average.
     """
 
     path: Path
@@ -79,6 +118,10 @@ class VideoInfo:
     fps: float
     num_frames: int | None
     kind: str
+    rotation: int = 0
+    orientation: str = "none"
+    timestamps: np.ndarray | None = None
+    variable_fps: bool = False
 
 
 # --------------------------------------------------------------------------
@@ -217,19 +260,86 @@ def _to_rgb8(image: np.ndarray, source: Path) -> np.ndarray:
     )
 
 
-def _read_image(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+EXIF_ORIENTATION_TAG = 0x0112
+"""EXIF tag of an image's orientation (values 1-8; 1 is upright)."""
+
+_EXIF_WORDS = {
+    1: "none", 2: "mirror", 3: "rotate 180", 4: "flip", 5: "transpose", 6: "rotate 90",
+    7: "transverse", 8: "rotate 270",
+}
+
+
+def exif_orientation(path: str | Path) -> int:
+    """The EXIF orientation (1-8) of an image file, 1 when it has none (header read with Pillow)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            value = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        return 1  # Unreadable by Pillow: OpenCV reports the damage when it decodes.
+    return int(value) if value in _EXIF_WORDS else 1
+
+
+def apply_exif_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn / mirror ``(H, W, ...)`` stored pixels upright, as ``PIL.ImageOps.exif_transpose`` does.
+
+    Args:
+        image: ``(H, W)`` or ``(H, W, C)`` array, stored orientation.
+        orientation: EXIF orientation 1-8 (other values: unchanged).
+
+    Returns:
+        A view of ``image`` in the displayed orientation (``(W, H, ...)`` for 5-8).
+    """
+    if orientation == 2:
+        return image[:, ::-1]
+    if orientation == 3:
+        return image[::-1, ::-1]
+    if orientation == 4:
+        return image[::-1]
+    if orientation == 5:
+        return image.swapaxes(0, 1)
+    if orientation == 6:
+        return np.rot90(image, -1)
+    if orientation == 7:
+        return image[::-1, ::-1].swapaxes(0, 1)
+    if orientation == 8:
+        return np.rot90(image, 1)
+    return image
+
+
+def _imread_quietly(path: Path) -> np.ndarray | None:
+    """``cv2.imread`` without OpenCV's own log lines on a damaged file (the caller reports it)."""
+    log = cv2.utils.logging
+    level = log.getLogLevel()
+    log.setLogLevel(log.LOG_LEVEL_SILENT)
+    try:
+        return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # UNCHANGED: no EXIF turn by OpenCV.
+    finally:
+        log.setLogLevel(level)
+
+
+def _read_image(path: Path, upright: bool = True) -> np.ndarray:
+    image = _imread_quietly(path)
     if image is None:
         raise VideoError(
             f"cannot read the image {path} (corrupt or unsupported format); "
             "replace it or remove it from the folder"
         )
-    return _to_rgb8(image, path)
+    image = _to_rgb8(image, path)
+    if upright:
+        image = np.ascontiguousarray(apply_exif_orientation(image, exif_orientation(path)))
+    return image
 
 
-def _probe_images(folder: Path, fps: float | None) -> VideoInfo:
+def _probe_images(folder: Path, fps: float | None, ignore_rotation: bool = False) -> VideoInfo:
     images = _list_images(folder)
-    first = _read_image(images[0])
+    first = _read_image(images[0], upright=not ignore_rotation)
+    tag = exif_orientation(images[0])
+    words = "none" if tag == 1 else f"exif {tag}: {_EXIF_WORDS[tag]}"
+    if ignore_rotation and tag != 1:
+        words = f"ignored ({words})"
+    rotation = {6: 90, 3: 180, 8: 270}.get(tag, 0) if not ignore_rotation else 0
     return VideoInfo(
         path=folder,
         width=int(first.shape[1]),
@@ -237,15 +347,21 @@ def _probe_images(folder: Path, fps: float | None) -> VideoInfo:
         fps=DEFAULT_IMAGE_FPS if fps is None else fps,
         num_frames=len(images),
         kind="images",
+        rotation=rotation,
+        orientation=words,
     )
 
 
 def _iter_images(
-    info: VideoInfo, start: int, end: int | None, stride: int, out_size: tuple[int, int]
+    info: VideoInfo, start: int, end: int | None, stride: int, out_size: tuple[int, int],
+    ignore_rotation: bool = False, timestamps: list | None = None,
 ) -> Iterator[np.ndarray]:
     images = _list_images(info.path)
-    for path in images[start:end:stride]:
-        frame = _read_image(path)
+    for index in range(len(images))[start:end:stride]:
+        path = images[index]
+        frame = _read_image(path, upright=not ignore_rotation)
+        if timestamps is not None:
+            timestamps.append(index / info.fps)
         if frame.shape[:2] != (info.height, info.width):
             raise VideoError(
                 f"{path} is {frame.shape[1]}x{frame.shape[0]} but the first image of "
@@ -308,26 +424,53 @@ def _decode(container: av.container.InputContainer, stream: av.VideoStream) -> I
     return container.decode(stream)
 
 
-def _probe_video(path: Path, fps: float | None) -> tuple[VideoInfo, bool]:
+def display_rotation(frame: av.VideoFrame) -> int:
+    """Clockwise degrees (0, 90, 180, 270) that turn a decoded frame upright.
+
+    PyAV's ``VideoFrame.rotation`` is the display matrix's counter-clockwise
+    angle (-90 for a phone's portrait video, whose frames are stored
+    landscape); players turn the frame by its opposite. Angles between
+    quarter turns are rounded to the nearest one.
+    """
+    angle = getattr(frame, "rotation", 0) or 0
+    clockwise = (-float(angle)) % 360.0
+    quarter = int(round(clockwise / 90.0)) % 4 * 90
+    if abs(((clockwise - quarter + 180.0) % 360.0) - 180.0) > 1.0:
+        logger.warning("display matrix rotates by %.1f degrees; rounded to %d", clockwise, quarter)
+    return quarter
+
+
+def _turn(array: np.ndarray, rotation: int) -> np.ndarray:
+    """Turn ``(H, W, ...)`` by ``rotation`` degrees clockwise (a multiple of 90)."""
+    return np.ascontiguousarray(np.rot90(array, -(rotation // 90))) if rotation else array
+
+
+def _probe_video(path: Path, fps: float | None, ignore_rotation: bool = False) -> tuple[VideoInfo, bool]:
     container = _open(path)
     try:
         stream = _video_stream(container, path)
         source_fps = _stream_fps(stream, path)
         num_frames, exact = _frame_count(container, stream, source_fps)
-        width, height = stream.codec_context.width, stream.codec_context.height
-        if width <= 0 or height <= 0:  # Header without a size: decode one frame.
-            try:
-                first = next(iter(_decode(container, stream)))
-            except StopIteration:
-                raise VideoError(
-                    f"no frame could be decoded from {path}; the file is empty or corrupt"
-                ) from None
-            except _DECODE_ERRORS as exc:
-                raise VideoError(
-                    f"no frame could be decoded from {path} ({exc}); the file is corrupt: "
-                    "re-encode or re-download it"
-                ) from exc
-            width, height = first.width, first.height
+        # The display matrix travels on the decoded frames (PyAV): decode the first one.
+        try:
+            first = next(iter(_decode(container, stream)))
+        except StopIteration:
+            raise VideoError(
+                f"no frame could be decoded from {path}; the file is empty or corrupt"
+            ) from None
+        except _DECODE_ERRORS as exc:
+            raise VideoError(
+                f"no frame could be decoded from {path} ({exc}); the file is corrupt: "
+                "re-encode or re-download it"
+            ) from exc
+        width, height = first.width, first.height
+        rotation = display_rotation(first)
+        words = "none" if rotation == 0 else f"display matrix: rotate {rotation}"
+        if ignore_rotation:
+            words = "none" if rotation == 0 else f"ignored ({words})"
+            rotation = 0
+        if rotation in (90, 270):
+            width, height = height, width
         info = VideoInfo(
             path=path,
             width=int(width),
@@ -335,6 +478,8 @@ def _probe_video(path: Path, fps: float | None) -> tuple[VideoInfo, bool]:
             fps=source_fps if fps is None else fps,
             num_frames=num_frames,
             kind="video",
+            rotation=rotation,
+            orientation=words,
         )
         return info, exact
     finally:
@@ -342,7 +487,8 @@ def _probe_video(path: Path, fps: float | None) -> tuple[VideoInfo, bool]:
 
 
 def _iter_video(
-    info: VideoInfo, start: int, end: int | None, stride: int, out_size: tuple[int, int]
+    info: VideoInfo, start: int, end: int | None, stride: int, out_size: tuple[int, int],
+    timestamps: list | None = None,
 ) -> Iterator[np.ndarray]:
     path = info.path
     container = _open(path)
@@ -354,6 +500,7 @@ def _iter_video(
         index = 0  # Source index of the next frame to decode.
         reached_end = False
         size_warned = False
+        first_time = None
         while end is None or index < end:
             try:
                 frame = next(frames)
@@ -373,24 +520,32 @@ def _iter_video(
                 ) from exc
             keep = index >= start and (index - start) % stride == 0
             index += 1
+            if first_time is None and frame.time is not None:
+                first_time = frame.time
             if not keep:
                 continue
+            if timestamps is not None:
+                if frame.time is not None and first_time is not None:
+                    timestamps.append(float(frame.time - first_time))
+                else:  # No presentation time: the nominal rate's.
+                    timestamps.append((index - 1) / info.fps)
             try:
-                array = frame.to_ndarray(format="rgb24")
+                array = _to_rgb(frame, out_size, info.rotation)
             except _DECODE_ERRORS as exc:
                 raise VideoError(
                     f"cannot convert frame {index - 1} of {path} (pixel format "
                     f"{frame.format.name}) to RGB ({exc}); re-encode the video, e.g. "
                     "`ffmpeg -i in -pix_fmt yuv420p out.mp4`"
                 ) from exc
-            if array.shape[:2] != (info.height, info.width) and not size_warned:
+            shown = (frame.height, frame.width) if info.rotation in (90, 270) else (frame.width, frame.height)
+            if shown != (info.width, info.height) and not size_warned:
                 logger.warning(
                     "%s changes frame size mid-stream (%dx%d, first %dx%d); resizing "
                     "every frame to %dx%d",
-                    path, array.shape[1], array.shape[0], info.width, info.height, *out_size,
+                    path, *shown, info.width, info.height, *out_size,
                 )
                 size_warned = True
-            yield np.ascontiguousarray(_resize(array, out_size))
+            yield np.ascontiguousarray(array)
     finally:
         container.close()
 
@@ -416,6 +571,73 @@ def _iter_video(
             )
 
 
+TRANSFER_PQ, TRANSFER_HLG = 16, 18
+"""FFmpeg's transfer characteristics (``AVColorTransferCharacteristic``) of HDR video."""
+
+HDR_REFERENCE_WHITE_NITS = 203.0
+"""Display light of HDR reference white (ITU-R BT.2408)."""
+
+_BT2020_TO_BT709 = np.array([[1.6605, -0.5876, -0.0728],
+                             [-0.1246, 1.1329, -0.0083],
+                             [-0.0182, -0.1006, 1.1187]], dtype=np.float32)
+_BT2020_LUMA = np.array([0.2627, 0.6780, 0.0593], dtype=np.float32)
+
+
+def _hdr_transfer(frame: av.VideoFrame) -> int | None:
+    trc = getattr(frame, "color_trc", None)
+    try:
+        trc = int(trc) if trc is not None else None
+    except (TypeError, ValueError):
+        return None
+    return trc if trc in (TRANSFER_PQ, TRANSFER_HLG) else None
+
+
+def hdr_to_sdr(rgb: np.ndarray, transfer: int) -> np.ndarray:
+    """Tone-map HDR RGB (BT.2020 primaries, PQ or HLG signal) to 8-bit sRGB / BT.709.
+
+    See the module documentation for the steps; no value is clipped except
+    what the BT.2020 to BT.709 gamut conversion leaves outside ``[0, 1]``.
+
+    Args:
+        rgb: ``(H, W, 3)`` uint16 non-linear signal (``rgb48`` of FFmpeg).
+        transfer: :data:`TRANSFER_PQ` or :data:`TRANSFER_HLG`.
+
+    Returns:
+        ``(H, W, 3)`` uint8 RGB.
+    """
+    e = rgb.astype(np.float32) / 65535.0
+    if transfer == TRANSFER_PQ:
+        m1, m2 = 2610 / 16384, 2523 / 4096 * 128
+        c1, c2, c3 = 3424 / 4096, 2413 / 4096 * 32, 2392 / 4096 * 32
+        p = np.power(e, 1 / m2)
+        nits = 10000.0 * np.power(np.maximum(p - c1, 0) / (c2 - c3 * p), 1 / m1)
+        peak = 10000.0
+    elif transfer == TRANSFER_HLG:
+        a, b, c = 0.17883277, 0.28466892, 0.55991073
+        scene = np.where(e <= 0.5, e * e / 3, (np.exp((e - c) / a) + b) / 12)
+        ys = np.maximum(scene @ _BT2020_LUMA, 1e-6)[..., None]
+        nits = 1000.0 * np.power(ys, 0.2) * scene  # OOTF, gamma 1.2 (1000-nit display)
+        peak = 1000.0
+    else:
+        raise ValueError(f"transfer must be PQ ({TRANSFER_PQ}) or HLG ({TRANSFER_HLG}), got {transfer}")
+    x = nits / HDR_REFERENCE_WHITE_NITS
+    y = np.maximum(x @ _BT2020_LUMA, 1e-6)[..., None]
+    white = peak / HDR_REFERENCE_WHITE_NITS
+    mapped = y * (1 + y / (white * white)) / (1 + y)
+    linear = np.clip((x * (mapped / y)) @ _BT2020_TO_BT709.T, 0, 1)
+    srgb = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * np.power(linear, 1 / 2.4) - 0.055)
+    return np.round(srgb * 255).astype(np.uint8)
+
+
+def _to_rgb(frame: av.VideoFrame, out_size: tuple[int, int], rotation: int) -> np.ndarray:
+    """One decoded frame to upright RGB uint8 at ``out_size`` (HDR tone-mapped after the resize)."""
+    transfer = _hdr_transfer(frame)
+    if transfer is None:
+        return _resize(_turn(frame.to_ndarray(format="rgb24"), rotation), out_size)
+    rgb = frame.reformat(format="rgb48le", src_colorspace="bt2020").to_ndarray()
+    return hdr_to_sdr(_resize(_turn(rgb, rotation), out_size), transfer)
+
+
 def _existing(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():
@@ -423,13 +645,13 @@ def _existing(path: str | Path) -> Path:
     return path
 
 
-def _probe(path: str | Path, fps: float | None) -> tuple[VideoInfo, bool]:
+def _probe(path: str | Path, fps: float | None, ignore_rotation: bool = False) -> tuple[VideoInfo, bool]:
     """:func:`probe`, plus whether ``num_frames`` is an exact count."""
     fps = _check_fps(fps)
     path = _existing(path)
     if path.is_dir():
-        return _probe_images(path, fps), True
-    return _probe_video(path, fps)
+        return _probe_images(path, fps, ignore_rotation), True
+    return _probe_video(path, fps, ignore_rotation)
 
 
 def _open_frames(
@@ -440,11 +662,13 @@ def _open_frames(
     size: tuple[int, int] | None,
     max_side: int | None,
     fps: float | None,
+    ignore_rotation: bool = False,
+    timestamps: list | None = None,
 ) -> tuple[VideoInfo, bool, Iterator[np.ndarray]]:
     """Check everything that can be checked before decoding; then a frame iterator."""
     start, end, stride = _check_selection(start, end, stride)
     size, max_side = _check_resize(size, max_side)
-    info, exact = _probe(path, fps)
+    info, exact = _probe(path, fps, ignore_rotation)
     if exact and info.num_frames is not None and start >= info.num_frames:
         raise VideoError(
             f"start={start} is past the end of {info.path}: it has {info.num_frames} "
@@ -452,8 +676,8 @@ def _open_frames(
         )
     out_size = _output_size(info.width, info.height, size, max_side)
     if info.kind == "images":
-        return info, exact, _iter_images(info, start, end, stride, out_size)
-    return info, exact, _iter_video(info, start, end, stride, out_size)
+        return info, exact, _iter_images(info, start, end, stride, out_size, ignore_rotation, timestamps)
+    return info, exact, _iter_video(info, start, end, stride, out_size, timestamps)
 
 
 # --------------------------------------------------------------------------
@@ -461,13 +685,14 @@ def _open_frames(
 # --------------------------------------------------------------------------
 
 
-def probe(path: str | Path, *, fps: float | None = None) -> VideoInfo:
-    """Read a video's size, frame rate and frame count without decoding it.
+def probe(path: str | Path, *, fps: float | None = None, ignore_rotation: bool = False) -> VideoInfo:
+    """Read a video's size, orientation, frame rate and frame count, decoding one frame at most.
 
     Args:
         path: A video file (anything FFmpeg reads) or a folder of images.
         fps: Frame rate to report instead of the container's; the frame rate
             of an image folder (default :data:`DEFAULT_IMAGE_FPS`).
+        ignore_rotation: Report the stored size, not the displayed one.
 
     Returns:
         The :class:`VideoInfo` of the source (its own size, not resized).
@@ -476,7 +701,7 @@ def probe(path: str | Path, *, fps: float | None = None) -> VideoInfo:
         VideoError: The path is missing, a folder without images, not a video,
             or has no video stream; ``fps`` is not positive.
     """
-    return _probe(path, fps)[0]
+    return _probe(path, fps, ignore_rotation)[0]
 
 
 def iter_frames(
@@ -488,6 +713,8 @@ def iter_frames(
     size: tuple[int, int] | None = None,
     max_side: int | None = None,
     fps: float | None = None,
+    ignore_rotation: bool = False,
+    timestamps: list | None = None,
 ) -> Iterator[np.ndarray]:
     """Decode a video one frame at a time.
 
@@ -506,6 +733,10 @@ def iter_frames(
             ``max_side``.
         fps: Frame rate of an image folder; accepted for symmetry with
             :func:`read_video` (frames do not depend on it).
+        ignore_rotation: Keep the stored pixels: no display matrix or EXIF
+            orientation applied.
+        timestamps: A list to which the presentation time (seconds from the
+            source's first frame) of each yielded frame is appended.
 
     Returns:
         An iterator of frames, each ``(H, W, 3) uint8`` RGB.
@@ -519,7 +750,7 @@ def iter_frames(
             A file that stops early without a decoding error yields fewer
             frames and logs a warning.
     """
-    return _open_frames(path, start, end, stride, size, max_side, fps)[2]
+    return _open_frames(path, start, end, stride, size, max_side, fps, ignore_rotation, timestamps)[2]
 
 
 def read_video(
@@ -532,19 +763,21 @@ def read_video(
     max_side: int | None = None,
     fps: float | None = None,
     progress: Callable[[int, int | None], None] | None = None,
+    ignore_rotation: bool = False,
 ) -> tuple[np.ndarray, VideoInfo]:
     """Decode a video (or a range of it) into one array.
 
     Args:
         path: A video file or a folder of images.
-        start, end, stride, size, max_side, fps: As for :func:`iter_frames`.
+        start, end, stride, size, max_side, fps, ignore_rotation: As for :func:`iter_frames`.
         progress: Called as ``progress(frames_read, expected_total)`` after each
             frame; the total is None when the container does not say.
 
     Returns:
         ``(frames, info)``: the frames, and a :class:`VideoInfo` describing
         them: output width and height, ``fps`` of the source divided by
-        ``stride``, ``num_frames == T``.
+        ``stride`` (the average of the timestamps when the rate is variable),
+        ``num_frames == T``, ``timestamps`` ``(T,)`` seconds.
 
     Shape:
         frames: ``(T, H, W, 3) uint8``, RGB.
@@ -552,7 +785,8 @@ def read_video(
     Raises:
         VideoError: As for :func:`iter_frames`.
     """
-    source, exact, frames = _open_frames(path, start, end, stride, size, max_side, fps)
+    times: list[float] = []
+    source, exact, frames = _open_frames(path, start, end, stride, size, max_side, fps, ignore_rotation, times)
     # Fill a preallocated buffer (exact when the count is known) rather than
     # stacking a list, so memory peaks at one copy of the video, not two.
     stop = source.num_frames if end is None else end
@@ -578,12 +812,74 @@ def read_video(
     assert video is not None  # The iterator raises rather than yield nothing.
     if count < len(video):
         video = video[:count].copy()
+    timestamps = np.asarray(times, dtype=np.float64)
+    rate, variable = frame_rate(timestamps, source.fps / stride)
     info = VideoInfo(
         path=source.path,
         width=int(video.shape[2]),
         height=int(video.shape[1]),
-        fps=source.fps / stride,
+        fps=rate if fps is None else source.fps / stride,
         num_frames=count,
         kind=source.kind,
+        rotation=source.rotation,
+        orientation=source.orientation,
+        timestamps=timestamps,
+        variable_fps=variable,
     )
     return video, info
+
+
+def count_frames(path: str | Path) -> int | None:
+    """Count a video file's frames by reading its packets (no decoding): for containers
+    that state no frame count (webm, mkv, some streams). ``None`` for an image folder
+    (its count is exact already) or a file that cannot be read."""
+    path = Path(path)
+    if path.is_dir():
+        return None
+    try:
+        container = av.open(str(path), mode="r")
+    except _DECODE_ERRORS:
+        return None
+    try:
+        if not container.streams.video:
+            return None
+        count = 0
+        for packet in container.demux(container.streams.video[0]):
+            if packet.size > 0:  # The final flush packet is empty.
+                count += 1
+        return count or None
+    except _DECODE_ERRORS:
+        return None
+    finally:
+        container.close()
+
+
+VARIABLE_RATE_TOLERANCE = 0.05
+"""Frame intervals that differ from their median by more than this fraction make a rate variable."""
+
+
+def frame_rate(timestamps: np.ndarray, nominal: float) -> tuple[float, bool]:
+    """The frame rate of frames shown at ``timestamps``, and whether it is variable.
+
+    Args:
+        timestamps: ``(T,)`` seconds, increasing.
+        nominal: The container's rate (of the selected frames); returned for
+            an even spacing (it is exact where the average suffers rounding)
+            and for fewer than 2 frames.
+
+    Returns:
+        ``(fps, variable)``: ``variable`` when an interval differs from the
+        median interval by more than :data:`VARIABLE_RATE_TOLERANCE`; ``fps``
+        is then ``(T - 1) / (t[-1] - t[0])``, the average rate.
+    """
+    t = np.asarray(timestamps, dtype=np.float64)
+    if len(t) < 2:
+        return float(nominal), False
+    steps = np.diff(t)
+    median = float(np.median(steps))
+    if not np.isfinite(steps).all() or median <= 0 or t[-1] <= t[0]:
+        return float(nominal), False
+    variable = bool(np.max(np.abs(steps - median)) > VARIABLE_RATE_TOLERANCE * median)
+    if not variable:
+        return float(nominal), False
+    return float((len(t) - 1) / (t[-1] - t[0])), True

@@ -4,8 +4,9 @@
 ``RecordingStream`` saved to disk; no viewer is started). Open it with
 ``rerun recording.rrd``.
 
-Timelines: ``frame`` (sequence, the frame index) and ``time`` (duration,
-``frame / fps`` seconds).
+Timelines: ``frame`` (sequence, the frame index) and ``time`` (duration:
+each frame's presentation time when ``timestamps`` are given, which keeps a
+variable frame rate's real times, else ``frame / fps`` seconds).
 
 Layout of the recording:
 
@@ -153,6 +154,7 @@ def write_recording(
     unsolved: dict[int, str] | None = None,
     reliability: np.ndarray | None = None,
     min_reliability: float = 0.0,
+    timestamps: np.ndarray | None = None,
 ) -> Path:
     """Write a Rerun recording of a reconstruction (layout: see the module docstring).
 
@@ -175,7 +177,9 @@ def write_recording(
         trajectories: 3D position of every track per frame, world
             coordinates, NaN where unknown; only the moving tracks are used.
         frame_size: ``(W, H)`` of the video in pixels.
-        fps: Frame rate, for the ``time`` timeline.
+        fps: Frame rate, for the ``time`` timeline when ``timestamps`` is None.
+        timestamps: ``(T,)`` seconds of each frame (e.g. ``tracks.npz``'s
+            ``timestamps``) for the ``time`` timeline.
         frames: RGB video frames, exactly ``T`` of them, or None for none.
         point_colors: RGB colour per static point; default light grey.
         tail: How many earlier frames the tails of moving points reach back
@@ -234,6 +238,10 @@ def write_recording(
         raise ValueError(f"frame_size must be positive, got {width}x{height}")
     if not np.isfinite(fps) or fps <= 0:
         raise ValueError(f"fps must be a positive number, got {fps!r}")
+    if timestamps is not None:
+        timestamps = np.asarray(timestamps, dtype=np.float64)
+        if timestamps.shape != (num_steps,) or not np.isfinite(timestamps).all():
+            raise ValueError(f"timestamps must be {num_steps} finite seconds, got shape {timestamps.shape}")
     if tail < 0:
         raise ValueError(f"tail must be >= 0 frames, got {tail}")
     if jpeg_quality is not None and not 1 <= jpeg_quality <= 100:
@@ -277,7 +285,7 @@ def write_recording(
                 rr.Points3D(points, colors=point_colors, radii=point_radius), static=True)
         for t in range(num_steps):
             rec.set_time("frame", sequence=t)
-            rec.set_time("time", duration=t / fps)
+            rec.set_time("time", duration=float(timestamps[t]) if timestamps is not None else t / fps)
             if registered[t]:
                 pose = cam_from_world[t]
                 rec.log("world/camera", rr.Transform3D(

@@ -13,17 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from test_batch import COMMON, GOOD, _batch_json, _by_name, _no_partial, clips  # noqa: F401 (fixture)
+# clips and the autouse _offline (no network, no Ray address from the environment) are fixtures
+from test_batch import COMMON, GOOD, _batch_json, _by_name, _no_partial, _offline, clips  # noqa: F401
 from track3d import batch
 from track3d.cli import main
-
-
-@pytest.fixture(autouse=True)
-def _offline(tmp_path, monkeypatch):
-    monkeypatch.setenv("TRACK3D_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("TRACK3D_OFFLINE", "1")
-    monkeypatch.delenv(batch.TEST_HOOK_ENV, raising=False)
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # each test says which Ray it runs on
 
 
 def _ray_processes_of(session: Path) -> list[int]:
