@@ -100,23 +100,6 @@ def test_the_loader_does_not_depend_on_the_worker_count():
         step_loader(_config(batch_size=3), 0, rank=0, world=2)
 
 
-def test_resume_with_workers_is_bit_exact(tmp_path):
-    whole = train(_config(), tmp_path / "whole")
-    stopped = tmp_path / "stopped"
-
-    def stop_after_3(step, steps, items):
-        if step == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(_config(workers=2), stopped, progress=stop_after_3)
-    assert torch.load(stopped / "checkpoint.pt", weights_only=True)["step"] == 3
-    train(_config(workers=2), stopped)
-    assert _same(torch.load(whole / "model.pt", weights_only=True), torch.load(stopped / "model.pt", weights_only=True))
-    lines = [json.loads(x) for x in (whole / "log.jsonl").read_text().splitlines()]
-    assert [x["step"] for x in lines] == [1, 2, 3, 4] and all(x["clips"] == 2 for x in lines)
-
-
 def test_devices():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -54,8 +54,11 @@ def test_the_model_learns_a_clip():
     assert float(losses.total.detach()) < 0.6 * first
 
 
-def test_resume_goes_on_exactly_as_without_stopping(tmp_path):
-    whole = train(_config(), tmp_path / "whole")
+@pytest.mark.parametrize("batch, workers", [(1, 0), (2, 2)])
+def test_resume_goes_on_exactly_as_without_stopping(tmp_path, batch, workers):
+    """Stopped after step 3 and resumed, a run ends with the weights of a run without a stop, bit for
+    bit; with data-loader workers (the stopped run) against none (the whole run) too."""
+    whole = train(_config(batch_size=batch), tmp_path / "whole")
     stopped = tmp_path / "stopped"
 
     def stop_after_3(step, steps, items):
@@ -63,15 +66,16 @@ def test_resume_goes_on_exactly_as_without_stopping(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(_config(), stopped, progress=stop_after_3)
+        train(_config(batch_size=batch, workers=workers), stopped, progress=stop_after_3)
     ckpt = torch.load(stopped / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 3  # the step finished before the interruption is kept
-    train(_config(), stopped)
+    train(_config(batch_size=batch, workers=workers), stopped)
     a = torch.load(whole / "model.pt", weights_only=True)
     b = torch.load(stopped / "model.pt", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     lines = [json.loads(x) for x in (whole / "log.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [1, 2, 3, 4] and all(x["total"] > 0 for x in lines)
+    assert all(x["clips"] == batch for x in lines)
 
 
 def test_damaged_checkpoint_is_a_clear_error(tmp_path):
