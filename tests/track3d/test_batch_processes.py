@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +34,7 @@ def _ray_processes_of(session: Path) -> list[int]:
 
 
 @pytest.mark.parametrize("to", ["driver", "group"])
-def test_ctrl_c_stops_workers_and_leaves_no_partial_folder(clips, tmp_path, to):
+def test_ctrl_c_stops_workers_and_leaves_no_partial_folder(clips, tmp_path, to, request):
     """SIGINT to the command alone, or to its whole process group (what a terminal's Ctrl-C does:
     the Ray processes the command started get it too)."""
     import tempfile
@@ -60,6 +61,7 @@ def test_ctrl_c_stops_workers_and_leaves_no_partial_folder(clips, tmp_path, to):
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
+        request.addfinalizer(lambda: shutil.rmtree(session, ignore_errors=True))  # after the Ray check below
     assert driver.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert _no_partial(out)
