@@ -41,7 +41,7 @@ and over every used track (static and moving), in each condition; and the same
 over all tiers together.
 
     python benchmarks/reconstruction.py --tiers movers_3d --no-colmap --cost
-    python benchmarks/reconstruction.py --tiers movers_3d --no-colmap --cost --split-test
+    python benchmarks/reconstruction.py --tiers movers_3d --no-colmap --cost --no-split-test
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def _decided(rec) -> np.ndarray:
 
 
 def evaluate_scene(scene, noise: float, flip: float, seed: int = 0, mapper: str = "incremental",
-                   movers: bool = True, split_test: bool = False) -> dict:
+                   movers: bool = True, split_test: bool = True) -> dict:
     rng = np.random.default_rng(seed)
     tracks = scene.tracks + rng.normal(0, noise, scene.tracks.shape)
     vis = scene.visibility ^ (rng.random(scene.visibility.shape) < flip)
@@ -140,7 +140,7 @@ def evaluate_scene(scene, noise: float, flip: float, seed: int = 0, mapper: str 
     return out
 
 
-def moving_points(scene, tracks, vis, rec_metric, err_metric, rng, mapper, split_test=False) -> dict:
+def moving_points(scene, tracks, vis, rec_metric, err_metric, rng, mapper, split_test=True) -> dict:
     """Per kind of mover and depth condition: the moving points' errors (and, without depth, the
     fallback's error and the reliabilities); per condition, the tracks' errors and reliabilities."""
     W, H = scene.config.width, scene.config.height
@@ -245,14 +245,14 @@ def main(argv=None) -> None:
     ap.add_argument("--no-movers", action="store_true", help="skip the moving-points table (two more "
                     "reconstructions per scene: without depth and with affine_disparity depth)")
     ap.add_argument("--colmap-threads", type=int, default=2, help="CPU threads of COLMAP's pipeline")
-    ap.add_argument("--split-test", action="store_true",
-                    help="ReconOptions(split_test=True): movers sliding along the epipolar lines found by their "
-                         "tracks' halves (off by default: tracking drift on real footage passes it too)")
+    ap.add_argument("--no-split-test", dest="split_test", action="store_false",
+                    help="ReconOptions(split_test=False): without the test that finds movers sliding along the "
+                         "epipolar lines by their tracks' halves (on by default)")
     args = ap.parse_args(argv)
     logging.getLogger("recon").setLevel(logging.WARNING)
     warnings.simplefilter("ignore", RuntimeWarning)  # means over scenes where nothing was measured are NaN
     share = "tier's share" if args.dynamic_fraction is None else f"{100 * args.dynamic_fraction:.0f}%"
-    print(f"mapper: {args.mapper}" + (", split test on" if args.split_test else ""))
+    print(f"mapper: {args.mapper}" + ("" if args.split_test else ", split test off"))
     print(f"{args.points} tracks per scene ({share} sampled on movers), noise "
           f"{args.noise} px, {100 * args.flip:.0f}% visibility flipped; ATE in % of the scene extent, RPE in "
           "degrees, dyn err: moving points with depth, % of the extent")

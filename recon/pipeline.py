@@ -91,11 +91,14 @@ class ReconOptions:
             with the static points (otherwise depth is taken as in reconstruction units).
         split_test: after mapping, also take as moving the tracks that reproject within the
             threshold but whose two halves triangulate apart, like their image neighbours', and
-            that form a rigid mover of their own (:func:`recon.separation.split_consistency`): a
-            mover sliding along the epipolar lines, which otherwise bends the cameras (on the
+            that form a rigid mover of their own whose halves moved together
+            (:func:`recon.separation.split_consistency`, :func:`recon.separation.coherent_displacements`):
+            a mover sliding along the epipolar lines, which otherwise bends the cameras (on the
             synthetic movers_3d tier it brings the cameras' ATE from 0.094% to 0.024% of the
-            extent). Off by default: on real footage, tracks drifting together over a low-texture
-            surface pass it too (apple.mp4, a static scene: 107 of 900 tracks taken as moving).
+            extent). Tracks drifting together over a low-texture surface of real footage also
+            triangulate apart by halves, but each along its own ray by its own amount: they are
+            left static (apple.mp4, a static scene: 0 of 900 tracks taken as moving by it, 107
+            before the coherence check). ``False`` restores the separation without it.
         seed: random seed of RANSAC and the mapper.
         num_threads: threads of COLMAP's mapper and bundle adjustment (-1: all cores).
     """
@@ -113,7 +116,7 @@ class ReconOptions:
     max_keyframes: int = 60
     depth_kind: str = "metric"
     depth_scale_from_static: bool = True
-    split_test: bool = False
+    split_test: bool = True
     seed: int = 0
     num_threads: int = -1
 
@@ -430,7 +433,8 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
             if not opts.split_test or drifting.sum() < 8 or drifting.sum() > 0.5 * fits.sum():
                 drifting[:] = False  # a few tracks, or the static scene's majority: not a mover
             else:
-                drifting = _confirm_movers(tracks, vis, drifting, point_error, K, (W, H), px, epi_thr, opts.seed)
+                drifting = _confirm_movers(tracks, vis, drifting, point_error, K, cam_from_world, (W, H), px, epi_thr,
+                                           opts.seed)
             if drifting.any():
                 status.note(f"{int(drifting.sum())} track(s) reproject within the threshold but their halves "
                             f"triangulate over {separation.SPLIT_THRESHOLD:g} standard errors apart, like their "
@@ -551,31 +555,39 @@ def triangulation_error(error_px: np.ndarray, angle_deg: np.ndarray, focal: floa
     return sigma / np.radians(np.maximum(angle_deg, 0.01))
 
 
-def _confirm_movers(tracks, vis, candidates, static_error, K, image_size, px, threshold, seed, gain=0.75):
-    """The candidates that form rigid movers: grouped by rigid motion among themselves, a group (12
-    tracks or more) is kept when its own structure from motion reprojects its tracks within ``gain``
-    times their error as static points. Tracking drift on a static surface (real footage: tracks
-    on low-texture ground slowly sliding) also makes a track's halves triangulate apart, but no
-    rigid motion of its own explains it much better than the cameras do."""
+def _confirm_movers(tracks, vis, candidates, static_error, K, cam_from_world, image_size, px, threshold, seed,
+                    gain=0.75):
+    """The candidates that form rigid movers. Grouped by rigid motion among themselves, a group
+    keeps its tracks whose halves moved by the group's common displacement
+    (:func:`recon.separation.coherent_displacements`); it counts when those are 12 or more and
+    at least :data:`recon.separation.CORE_SHARE` of the group, and when their own structure from
+    motion reprojects them within ``gain`` times their error as static points. Tracking drift on a
+    static surface (real footage: tracks on low-texture ground slowly sliding) also makes a
+    track's halves triangulate apart, and a rigid motion of its own can explain it better than
+    the cameras do, but the drifting tracks' halves do not move together."""
     groups, _ = separation.rigid_groups(tracks, vis, candidates, image_size=image_size, threshold=threshold,
                                         seed=seed)
+    displacement = separation.half_displacements(tracks, vis, K, cam_from_world, candidates)
     out = np.zeros_like(candidates)
     for g in np.unique(groups[candidates & (groups >= 0)]):
-        members = np.flatnonzero(candidates & (groups == g))
+        members = np.flatnonzero(candidates & (groups == g) & np.isfinite(displacement).all(1))
         if len(members) < 12:
             continue
-        rel = dynamic.relative_structure(tracks[:, members], vis[:, members], K, image_size, px, seed)
+        core = members[separation.coherent_displacements(displacement[members])]
+        if len(core) < 12 or len(core) < separation.CORE_SHARE * len(members):
+            continue
+        rel = dynamic.relative_structure(tracks[:, core], vis[:, core], K, image_size, px, seed)
         if rel is None:
             continue
         pose, Y, _ = rel
         cam = np.einsum("tij,nj->tni", pose[:, :3, :3], Y) + pose[:, None, :3, 3]
         with np.errstate(divide="ignore", invalid="ignore"):
             xy = cam[..., :2] / cam[..., 2:] * K[[0, 1], [0, 1]] + K[:2, 2]
-        err = np.linalg.norm(xy - tracks[:, members], axis=-1)
-        err[~vis[:, members]] = np.nan
+        err = np.linalg.norm(xy - tracks[:, core], axis=-1)
+        err[~vis[:, core]] = np.nan
         own = np.nanmedian(err, axis=0)
-        if np.isfinite(own).sum() >= 6 and np.nanmedian(own) <= gain * np.nanmedian(static_error[members]):
-            out[members] = True
+        if np.isfinite(own).sum() >= 6 and np.nanmedian(own) <= gain * np.nanmedian(static_error[core]):
+            out[core] = True
     return out
 
 

@@ -492,6 +492,16 @@ def _spread(centres: np.ndarray) -> float:
     return float(np.linalg.norm(centres - centres.mean(0), axis=1).max())
 
 
+COHERENCE = 0.4
+"""Tolerance of :func:`coherent_displacements`: the halves of a mover's tracks (0.5 px noise,
+synthetic movers_3d scenes) moved within 0.1-0.3 of their common displacement (10th to 90th
+percentile), tracks drifting over a static table (apple.mp4, embedded model) 0.4-4.5."""
+
+CORE_SHARE = 0.3
+"""Share of a candidate group that must move coherently for the group to count as a mover
+(apple.mp4's drifting groups: 0.05-0.11 within 0.35; movers_3d groups: 0.42-0.99)."""
+
+
 def _largest_angle(centres: np.ndarray, X: np.ndarray) -> float:
     """Largest angle (radians) between the rays from ``centres`` ``(V, 3)`` to ``X``."""
     rays = X - centres
@@ -530,18 +540,60 @@ def split_consistency(
     Returns:
         ``(N,)``: distance between the halves' points over its standard error (NaN if unscored).
     """
-    T, N = visibility.shape
+    angular = noise_px / K[0, 0]
+    out = np.full(len(tracks_to_score), np.nan)
+    for n, A, B, centres_a, centres_b in _halves(tracks, visibility, K, cam_from_world, tracks_to_score, min_views,
+                                                   min_baseline):
+        out[n] = float(np.linalg.norm(A - B) / np.hypot(_half_sigma(centres_a, A, angular),
+                                                        _half_sigma(centres_b, B, angular)))
+    return out
+
+
+def half_displacements(tracks: np.ndarray, visibility: np.ndarray, K: np.ndarray, cam_from_world: np.ndarray,
+                       tracks_to_score: np.ndarray, min_views: int = 8, min_baseline: float = 0.2) -> np.ndarray:
+    """``(N, 3)``: where the second half of each track triangulates minus where its first half does,
+    world units (NaN where :func:`split_consistency` leaves a track unscored). Points of one rigid
+    mover that slides share this displacement; tracks that drift over a static surface do not."""
+    out = np.full((len(tracks_to_score), 3), np.nan)
+    for n, A, B, _, _ in _halves(tracks, visibility, K, cam_from_world, tracks_to_score, min_views, min_baseline):
+        out[n] = B - A
+    return out
+
+
+def coherent_displacements(displacements: np.ndarray, tolerance: float = COHERENCE, rounds: int = 3) -> np.ndarray:
+    """``(M,)`` bool: the displacements (``(M, 3)``, :func:`half_displacements` of one candidate
+    group) within ``tolerance`` times the length of the group's common displacement from it.
+
+    The common displacement is the median of all, then (``rounds`` times) of those within the
+    tolerance. A rigid mover's points share it (a sliding object exactly; a turning one up to its
+    rotation times its size); tracks drifting over a static surface triangulate apart along their
+    own rays, by their own amounts, and few of them agree."""
+    D = np.asarray(displacements, dtype=np.float64)
+    ref = np.median(D, axis=0)
+    keep = np.zeros(len(D), bool)
+    for _ in range(rounds):
+        keep = np.linalg.norm(D - ref, axis=1) <= tolerance * max(float(np.linalg.norm(ref)), 1e-12)
+        if not keep.any():
+            break
+        ref = np.median(D[keep], axis=0)
+    return keep
+
+
+def _half_sigma(centres: np.ndarray, X: np.ndarray, angular: float) -> float:
+    """A half's uncertainty along its rays: its distance times the angular noise over the largest
+    angle between its rays."""
+    dist = np.linalg.norm(X - centres, axis=1)
+    return float(np.median(dist)) * angular / max(_largest_angle(centres, X), 1e-3)
+
+
+def _halves(tracks, visibility, K, cam_from_world, tracks_to_score, min_views, min_baseline):
+    """Yield ``(n, A, B, centres of A's views, centres of B's views)``: the points the first and the
+    second half of track ``n``'s registered views triangulate to, for the tracks
+    :func:`split_consistency` scores."""
     solved = np.isfinite(cam_from_world).all(axis=(1, 2))
     P = np.einsum("ij,tjk->tik", K, np.nan_to_num(cam_from_world[:, :3]))
     centres = -np.einsum("tji,tj->ti", np.nan_to_num(cam_from_world[:, :3, :3]),
                          np.nan_to_num(cam_from_world[:, :3, 3]))
-    angular = noise_px / K[0, 0]
-    out = np.full(N, np.nan)
-
-    def sigma(views, X):
-        dist = np.linalg.norm(X - centres[views], axis=1)
-        return float(np.median(dist)) * angular / max(_largest_angle(centres[views], X), 1e-3)
-
     for n in np.flatnonzero(tracks_to_score):
         views = np.flatnonzero(visibility[:, n] & solved)
         if len(views) < min_views:
@@ -556,8 +608,7 @@ def split_consistency(
         # centre included, where its own rays look well separated: such a track is unscored.
         if min(_spread(centres[a]), _spread(centres[b])) < min_baseline * _spread(centres[views]):
             continue
-        out[n] = float(np.linalg.norm(A - B) / np.hypot(sigma(a, A), sigma(b, B)))
-    return out
+        yield n, A, B, centres[a], centres[b]
 
 
 def neighbourhood_median(tracks: np.ndarray, visibility: np.ndarray, candidates: np.ndarray, values: np.ndarray,
