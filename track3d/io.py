@@ -19,8 +19,21 @@
   ``frame_size`` (2,)        int64   (width, height) of the tracked frames
   ============== =========== ======= =========================================
 
-  plus any extra arrays the caller passes. Files load with
-  ``allow_pickle=False``: they never execute code.
+  plus any extra arrays the caller passes. ``track3d track`` and
+  ``reconstruct`` add:
+
+  ================= ======= ======= ======================================
+  key               shape   dtype   meaning
+  ================= ======= ======= ======================================
+  ``frame_indices`` (T,)    int64   index in the source video of each
+                                    tracked frame
+  ``timestamps``    (T,)    float64 presentation time of each tracked
+                                    frame, seconds from the source's
+                                    first frame (absent when not every
+                                    tracked frame has one)
+  ================= ======= ======= ======================================
+
+  Files load with ``allow_pickle=False``: they never execute code.
 """
 
 from __future__ import annotations
