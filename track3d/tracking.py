@@ -228,7 +228,7 @@ def track(
     options: TrackOptions | None = None,
     *,
     progress: Callable[[str, int, int], None] | None = None,
-    model: torch.nn.Module | None = None,
+    model: torch.nn.Module | str | None = None,
     **kwargs,
 ) -> Tracks:
     """Track points through a video file.
@@ -238,7 +238,9 @@ def track(
         options: a :class:`TrackOptions`; or give its fields as keyword arguments,
             e.g. ``track3d.track("v.mp4", grid=30, online=True)``.
         progress: optional ``callable(stage, done, total)`` for progress bars.
-        model: an already loaded CoTracker3 model (skips weight loading).
+        model: an already loaded CoTracker3 model (skips weight loading), or a
+            weights name (``"baseline"``, ``"embedded"``, a registry name), which is
+            :attr:`TrackOptions.model`.
 
     Returns:
         :class:`Tracks`, in the source video's pixels.
@@ -247,6 +249,8 @@ def track(
         VideoError, QueryError, CheckpointError, WeightsUnavailableError: bad input
             (all subclasses of ``track3d.errors.USER_ERRORS``).
     """
+    if isinstance(model, str):  # a name, as on the command line
+        kwargs["model"], model = model, None
     opts = dataclasses.replace(options or TrackOptions(), **kwargs)
     if opts.queries is None and opts.grid < 1:
         raise QueryError(f"--grid must be a positive number of points per side, got {opts.grid}")

@@ -208,6 +208,8 @@ def test_ten_bit_clip_tracks_like_its_eight_bit_twin(tmp_path):
     assert b.dtype == np.uint8 and np.abs(a.astype(int) - b).mean() < 6.0  # 4:2:0 chroma rounds differently
     ta = track3d.track(eight, BASELINE, grid=4)
     tb = track3d.track(ten, BASELINE, grid=4)
+    by_name = track3d.track(eight, model="baseline", grid=4)  # a name given as model= is the weights name
+    assert by_name.model == ta.model and np.array_equal(by_name.tracks, ta.tracks)
     assert (ta.visibility == tb.visibility).mean() > 0.95  # Grid points at the edges slide out of both.
     ok = ta.visibility & tb.visibility
     assert ok.sum() > 40
