@@ -199,3 +199,21 @@ def test_depth_maps_place_every_mover(scene):
         assert np.median(err[kinds == k]) < 0.003, (k, np.median(err[kinds == k]))
     assert {g.prior for g in out.groups} == {"depth"}
     assert set(out.kind[~static]) == {"depth"}
+
+
+def test_contiguous_keeps_the_object_and_drops_detached_tracks():
+    """An object of 40 tracks on a 5 px grid moving right, a second part of it (15 tracks, 38%)
+    beyond an occluder 60 px away, and 4 tracks 80 px away that only share its motion."""
+    rng = np.random.default_rng(0)
+    T = 12
+    grid = np.stack(np.meshgrid(np.arange(8) * 5.0, np.arange(5) * 5.0), -1).reshape(-1, 2)
+    part = np.stack(np.meshgrid(np.arange(5) * 5.0, np.arange(3) * 5.0), -1).reshape(-1, 2) + [100, 0]
+    stray = np.array([[0.0, 80], [5, 80], [0, 85], [5, 85]])
+    base = np.concatenate([grid, part, stray])
+    tracks = base[None] + np.arange(T)[:, None, None] * [3.0, 0] + rng.normal(0, 0.3, (T, len(base), 2))
+    vis = rng.random((T, len(base))) > 0.1
+    keep = dynamic.contiguous(tracks, vis)
+    assert keep[:55].all() and not keep[55:].any()
+    # A detached set under a fifth of the group goes; at a fifth or more it stays.
+    assert dynamic.contiguous(tracks, vis, share=0.4)[:40].all() and not dynamic.contiguous(tracks, vis, share=0.4)[40:].any()
+    assert dynamic.contiguous(tracks[:, :3], vis[:, :3]).all()  # too few to judge
