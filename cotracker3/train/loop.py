@@ -360,9 +360,25 @@ def _optimiser(model, config: TrainConfig):
 
 
 def _save(path: Path, payload: dict) -> None:
+    """Write ``payload`` atomically, every tensor in it on the CPU (a checkpoint written on a GPU
+    loads anywhere)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
+    torch.save(_on_cpu(payload), tmp)
     os.replace(tmp, path)
+
+
+def _on_cpu(obj):
+    """``obj`` with every tensor in its dicts, lists and tuples moved to the CPU."""
+    if isinstance(obj, Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        out = type(obj)((k, _on_cpu(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):  # a module's state_dict keeps its version records
+            out._metadata = obj._metadata
+        return out
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_on_cpu(v) for v in obj)
+    return obj
 
 
 def _load_checkpoint(path: Path) -> dict:

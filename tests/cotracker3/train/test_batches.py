@@ -150,3 +150,19 @@ def test_two_gloo_processes_train_the_weights_of_one_process(tmp_path, steps):
     assert (diffs > 1e-5).float().mean() < 0.005 and diffs.max() <= 2 * steps * lr * 1.01
     logs = (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in logs] == list(range(1, steps + 1))  # one process wrote the log
+
+
+def test_checkpoints_are_written_with_cpu_tensors_and_module_records(tmp_path):
+    """_save moves every tensor to the CPU (a GPU run's checkpoint loads anywhere) and keeps a
+    state_dict's version records, so it loads back strictly."""
+    from cotracker3.train.loop import _on_cpu, _save
+
+    model = build_model(_config())
+    payload = {"model": model.state_dict(), "nested": [torch.ones(2), (torch.zeros(1), 3)], "step": 7}
+    out = _on_cpu(payload)
+    assert hasattr(out["model"], "_metadata") and out["model"].keys() == payload["model"].keys()
+    assert isinstance(out["nested"][1], tuple) and out["nested"][1][1] == 3 and out["step"] == 7
+    _save(tmp_path / "c.pt", payload)
+    loaded = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert all(v.device.type == "cpu" for v in loaded["model"].values())
+    build_model(_config()).load_state_dict(loaded["model"], strict=True)
