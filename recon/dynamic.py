@@ -236,9 +236,12 @@ def contiguous(tracks: np.ndarray, vis: np.ndarray, spacing: float = 6.0, share:
     if n < 3:
         return np.ones(n, bool)
     P = np.where(vis[..., None], tracks, np.nan)
+    D = np.empty((n, n))
+    rows = max(1, 2 ** 22 // (len(P) * n))  # pairwise distances in blocks of rows: a few tens of MB at a time
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        D = np.nanmedian(np.linalg.norm(P[:, :, None] - P[:, None], axis=-1), axis=0)  # (n, n)
+        for a in range(0, n, rows):
+            D[a:a + rows] = np.nanmedian(np.linalg.norm(P[:, a:a + rows, None] - P[:, None], axis=-1), axis=0)
     np.fill_diagonal(D, np.inf)
     nearest = np.where(np.isfinite(D), D, np.inf).min(1)
     if not np.isfinite(nearest).any():

@@ -43,7 +43,7 @@ from cotracker3.embedded import SMALL_MODEL
 from cotracker3.errors import CheckpointError, CoTrackerError
 from cotracker3.model import CoTracker3Offline, CoTracker3Online, as_float32
 from cotracker3.train.augment import AugmentConfig, augment_clip
-from cotracker3.train.losses import cotracker_losses
+from cotracker3.train.losses import Losses, cotracker_losses
 
 logger = logging.getLogger(__name__)
 
@@ -247,9 +247,7 @@ def batch_losses(outputs, queries: Tensor, tracks: Tensor, vis: Tensor, valid: T
     per_clip = [step_losses(clip_outputs(outputs, b, online=online), queries[b:b + 1], tracks[b:b + 1],
                             vis[b:b + 1], online=online, valid=valid[b:b + 1])
                 for b in range(queries.shape[0])]
-    terms = {k: torch.stack([getattr(c, k) for c in per_clip]).mean()
-             for k in ("visible", "occluded", "visibility", "confidence")}
-    return type(per_clip[0])(**terms)
+    return Losses.mean(per_clip)
 
 
 class TrainForward(torch.nn.Module):
@@ -295,9 +293,7 @@ def step_losses(outputs, queries, tracks, vis, *, online: bool, valid: Tensor | 
             reached = reached & valid[:, start:start + L].bool()
         per_window.append(cotracker_losses(outs, tracks[:, start:start + L], vis[:, start:start + L],
                                            valid=reached))
-    terms = {k: torch.stack([getattr(w, k) for w in per_window]).mean()
-             for k in ("visible", "occluded", "visibility", "confidence")}
-    return type(per_window[0])(**terms)
+    return Losses.mean(per_window)
 
 
 def training_scene(config: TrainConfig, step: int, clip: int = 0) -> synthetic.SyntheticScene:

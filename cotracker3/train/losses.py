@@ -20,6 +20,7 @@ Positions are in the pixels the model sees (its input frames).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -101,6 +102,12 @@ class Losses:
     @property
     def total(self) -> Tensor:
         return self.visible + self.occluded + self.visibility + self.confidence
+
+    @classmethod
+    def mean(cls, losses: list["Losses"]) -> "Losses":
+        """Each term averaged over ``losses`` (the clips of a batch, the windows of an online pass)."""
+        return cls(**{f.name: torch.stack([getattr(x, f.name) for x in losses]).mean()
+                      for f in dataclasses.fields(cls)})
 
     def items(self) -> dict[str, float]:
         """Plain floats for logs."""

@@ -94,7 +94,7 @@ from cotracker3.baseline import LucasKanadeTracker
 from cotracker3.errors import CheckpointError, CoTrackerError, DatasetError, InputError, QueryError
 from cotracker3.model import CoTracker3Offline
 from cotracker3.predictor import OnlinePredictor, Predictor
-from cotracker3.train.losses import cotracker_losses
+from cotracker3.train.losses import Losses, cotracker_losses
 from cotracker3.train.loop import (CHECKPOINT, SMALL_MODEL, WEIGHTS, TrainingError, _load_checkpoint, _optimiser_to,
                                  _save, clip_outputs, collate_clips, evaluate_model, forward_train, resolve_device,
                                  run_steps)
@@ -835,8 +835,7 @@ def finetune(config: PseudoLabelConfig, videos_folder: str | Path | None, out_di
         per_clip = [cotracker_losses(clip_outputs(outputs, b), tracks[b:b + 1], visible[b:b + 1],
                                      valid[b:b + 1] & clips[b][4], train_on_occluded=clips[b][5] != BASELINE)
                     for b in range(len(clips))]
-        losses = type(per_clip[0])(**{k: torch.stack([getattr(c, k) for c in per_clip]).mean()
-                                      for k in ("visible", "occluded", "visibility", "confidence")})
+        losses = Losses.mean(per_clip)
         objective = losses.visible + losses.occluded
         opt.zero_grad(set_to_none=True)
         objective.backward()
