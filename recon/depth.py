@@ -44,6 +44,12 @@ class DepthAlignment:
         residual: ``(T,)`` robust relative residual of the fit (median absolute
             relative depth error of the static inliers), NaN where not aligned.
         inliers: ``(T,)`` share of the frame's static observations within the fit.
+        persistent: the part of the misfit that stays with a static point from frame to frame:
+            the median over the static points (seen in 3 aligned frames or more) of the absolute
+            median over their frames of the signed relative residual (NaN when too few). Pixel
+            noise averages out over the frames; what is left is a disagreement of shape between the
+            maps and the static cloud (a cloud stretched along depth by a wrong focal length, or
+            maps biased on some surfaces), which every point the maps place inherits.
     """
 
     kind: str
@@ -51,6 +57,7 @@ class DepthAlignment:
     b: np.ndarray
     residual: np.ndarray
     inliers: np.ndarray
+    persistent: float = float("nan")
 
     @property
     def aligned(self) -> np.ndarray:
@@ -158,19 +165,37 @@ def align_depth(depth: np.ndarray, kind: str, tracks: np.ndarray, vis: np.ndarra
         n = np.flatnonzero(static & vis[t] & np.isfinite(cam_z[t]) & (cam_z[t] > 0))
         m = sample(depth[t], tracks[t, n], image_size) if len(n) else np.empty(0)
         ok = np.isfinite(m)
-        obs.append((m[ok], cam_z[t, n[ok]]))
+        obs.append((m[ok], cam_z[t, n[ok]], n[ok]))
     if kind == "metric":
-        ratios = np.concatenate([z / m for m, z in obs]) if obs else np.empty(0)
+        ratios = np.concatenate([z / m for m, z, _ in obs]) if obs else np.empty(0)
         if len(ratios) >= _MIN_OBSERVATIONS:
             scale = float(np.median(ratios))
-            for t, (m, z) in enumerate(obs):
+            for t, (m, z, _) in enumerate(obs):
                 a[t], b[t] = scale, 0.0
                 if len(m):
                     r = np.abs(scale * m / z - 1.0)
                     residual[t] = float(np.median(r))
                     inliers[t] = float((r < 0.05).mean())
-        return DepthAlignment(kind, a, b, residual, inliers)
-    for t, (m, z) in enumerate(obs):
-        if len(m) >= _MIN_OBSERVATIONS:
-            a[t], b[t], residual[t], inliers[t] = _fit(kind, m, z, rng)
-    return DepthAlignment(kind, a, b, residual, inliers)
+    else:
+        for t, (m, z, _) in enumerate(obs):
+            if len(m) >= _MIN_OBSERVATIONS:
+                a[t], b[t], residual[t], inliers[t] = _fit(kind, m, z, rng)
+    return DepthAlignment(kind, a, b, residual, inliers, _persistent(kind, a, b, obs))
+
+
+def _persistent(kind: str, a: np.ndarray, b: np.ndarray, obs: list) -> float:
+    """:attr:`DepthAlignment.persistent` from the frames' ``(map values, camera z, track indices)``."""
+    idx, res = [], []
+    for t, (m, z, n) in enumerate(obs):
+        if len(m) and np.isfinite(a[t]) and np.isfinite(b[t]):
+            idx.append(n)
+            res.append(_relative_residual(kind, a[t], b[t], m, z))
+    if not idx:
+        return float("nan")
+    idx, res = np.concatenate(idx), np.concatenate(res)
+    order = np.argsort(idx, kind="stable")
+    idx, res = idx[order], res[order]
+    starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
+    counts = np.diff(np.r_[starts, len(idx)])
+    medians = np.array([np.median(res[s:s + c]) for s, c in zip(starts, counts) if c >= 3])
+    return float(np.median(np.abs(medians))) if len(medians) >= _MIN_OBSERVATIONS else float("nan")

@@ -123,6 +123,23 @@ UNDECIDED_ERROR = 0.2
 hovering or moving along a shared direction without depth maps)."""
 
 
+MAP_SHAPE_GAIN = 1.5
+"""Predicted relative error of a point placed by depth maps, per unit of the maps' persistent misfit to
+the static points (:attr:`recon.depth.DepthAlignment.persistent`). On the benchmark's movers_3d and
+mover_dominated scenes with metric maps (2026-12-06), the points the maps placed lay 0.7-1.5 times
+the maps' median misfit off, and the static points' median error was 0.7-1.7 times it: the misfit is
+the static cloud's own distortion (a focal length off by 1-2% stretches it along depth), shared by
+every point the maps are scaled to."""
+
+
+def map_shape_error(alignment: DepthAlignment | None) -> float:
+    """Relative error every point placed by the aligned depth maps inherits from their persistent misfit
+    to the static cloud (:data:`MAP_SHAPE_GAIN` times it; 0 without maps or without a measure)."""
+    if alignment is None or not np.isfinite(alignment.persistent):
+        return 0.0
+    return MAP_SHAPE_GAIN * float(alignment.persistent)
+
+
 def reliability_from_error(relative_error: np.ndarray | float, scale: float = 0.02) -> np.ndarray:
     """Reliability in ``[0, 1]`` from a predicted relative 3D error (error / distance to the camera):
     ``1 / (1 + e / scale)``, so 1% gives 0.67 and 10% gives 0.17."""
@@ -433,12 +450,13 @@ def _floor_bound(C: np.ndarray, D: np.ndarray, floor) -> float:
 
 
 def _fuse_depth(tracks, members, place, z_rigid, spread, count, depth, alignment, image_size, cam_from_world,
-                C_all, rays, trajectories, reliability, pixel_scale):
+                C_all, rays, trajectories, reliability, pixel_scale, shape_error=0.0):
     """A rigid mover scaled by depth maps: each observation's depth is the rigid structure's and the
     map's, weighted by their variances (the map's: its misfit to the static points and its change
     within 2 px; the structure's: what the spread of map over structure leaves beyond the map's
     misfit), unless they disagree by over 3 standard deviations (the map's, on a depth edge: the
-    structure's alone); put on the viewing ray; reliability from the fused error and the scale's."""
+    structure's alone); put on the viewing ray; reliability from the fused error, the scale's and the
+    maps' shape error (``shape_error``, :func:`map_shape_error`: the scale is fitted through them)."""
     map_noise = max(float(np.nanmedian(alignment.residual)), 0.002) if np.isfinite(alignment.residual).any() else 0.05
     structure = max(float(np.sqrt(max(spread ** 2 - map_noise ** 2, 0.0))), 0.25 * spread, 1e-3)
     for i, n in enumerate(members):
@@ -460,7 +478,7 @@ def _fuse_depth(tracks, members, place, z_rigid, spread, count, depth, alignment
             ray_z = (cam_from_world[t, :3, :3] @ rays[t, n])[2]
             trajectories[t, n] = C_all[t] + z / max(ray_z, 1e-9) * rays[t, n]
             errors.append(var_r)
-        reliability[n] = reliability_from_error(np.sqrt(np.median(errors) + spread ** 2 / count))
+        reliability[n] = reliability_from_error(np.sqrt(np.median(errors) + spread ** 2 / count + shape_error ** 2))
 
 
 def _depth_spread(depth_map: np.ndarray, xy: np.ndarray, image_size: tuple[int, int], alignment: DepthAlignment,
@@ -602,6 +620,7 @@ def lift_moving(tracks: np.ndarray, vis: np.ndarray, K: np.ndarray, cam_from_wor
     if floor is not None:
         up = floor[0]
     has_depth = alignment is not None and depth is not None and alignment.aligned.any()
+    shape_error = map_shape_error(alignment) if has_depth else 0.0
 
     results = []
     rigid_done = np.zeros(N, bool)
@@ -650,7 +669,8 @@ def lift_moving(tracks: np.ndarray, vis: np.ndarray, K: np.ndarray, cam_from_wor
             s = float(np.median(s_obs))
             spread = 1.4826 * np.median(np.abs(s_obs / s - 1))
             info.prior, info.decided = "depth", True
-            info.relative_error = float(spread / np.sqrt(len(s_obs)) + np.nanmedian(alignment.residual) * 0.5)
+            info.relative_error = float(np.hypot(spread / np.sqrt(len(s_obs)) + np.nanmedian(alignment.residual) * 0.5,
+                                                 shape_error))
         else:
             size = float(np.sqrt(np.mean(np.sum((Y[known] - c) ** 2, axis=1))))  # over a distance of ~1
             s, info.prior, info.decided, info.relative_error, info.fits = choose_scale(
@@ -671,7 +691,7 @@ def lift_moving(tracks: np.ndarray, vis: np.ndarray, K: np.ndarray, cam_from_wor
         reliability[members[placed]] = reliability_from_error(info.relative_error)
         if info.prior == "depth":
             _fuse_depth(tracks, members, place, s * cam[..., 2], spread, len(s_obs), depth, alignment, image_size,
-                        cam_from_world, C_all, rays, trajectories, reliability, pixel_scale)
+                        cam_from_world, C_all, rays, trajectories, reliability, pixel_scale, shape_error)
         rigid_done[members[placed]] = True
         kind[members[placed]] = "rigid" if info.prior != "depth" else "depth"
         info.solved = int(placed.sum())
@@ -722,6 +742,7 @@ def lift_moving(tracks: np.ndarray, vis: np.ndarray, K: np.ndarray, cam_from_wor
                 replaced = ~(np.isfinite(z) & np.isfinite(zf) & (np.abs(z / zf - 1) <= 0.15))
                 e = np.sqrt(np.nan_to_num(alignment.residual[f], nan=0.05) ** 2 + np.nan_to_num(edge, nan=0.15) ** 2)
                 e = np.where(replaced, np.maximum(e, 0.15), e)
+                e = np.hypot(e, shape_error)  # and the maps' misfit to the static cloud, which they inherit
                 reliability[n] = (reliability_from_error(np.nanmedian(e[good])) * good.mean()
                                   if good.any() else 0.0)
                 kind[n] = "depth"

@@ -45,13 +45,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from recon import colmap, dynamic, rotation, separation
 from recon.depth import DEPTH_KINDS, DepthAlignment, align_depth, sample
-from recon.geometry import to_camera
+from recon.geometry import camera_centres, to_camera
 
 logger = logging.getLogger(__name__)
 
@@ -482,8 +483,8 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
         status.note("rotation-only: static points have no depth (only their directions are known)")
     if status.cameras == "solved":
         trajectories[:, static] = points[static][None]
-        reliability[static] = dynamic.reliability_from_error(
-            triangulation_error(point_error[static], angle[static], K[0, 0], noise_px=0.5 * px))
+        static_error = triangulation_error(point_error[static], angle[static], K[0, 0], noise_px=0.5 * px)
+        reliability[static] = dynamic.reliability_from_error(static_error)
     moving_tracks = selected & is_dynamic
     K_all = np.broadcast_to(K, (T, 3, 3)).copy()
     moving_kind = np.full(N, "", dtype=object)
@@ -492,6 +493,14 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
         alignment = None
         if depth is not None and status.cameras == "solved":
             alignment = _align(depth, tracks, vis, static, points, cam_from_world, (W, H), status, opts)
+            shape = dynamic.map_shape_error(alignment)
+            if shape > 0 and static.any():
+                # The maps' persistent misfit measures the static cloud's own distortion along depth,
+                # which grows with distance (a focal length off stretches far points most).
+                distance = _distances(points[static], vis[:, static] & registered[:, None], cam_from_world)
+                reach = distance / np.nanmedian(distance)
+                reliability[static] = dynamic.reliability_from_error(
+                    np.hypot(static_error, shape * np.nan_to_num(reach, nan=1.0)))
         elif depth is not None and opts.depth_kind == "metric":
             _lift_with_depth(tracks, vis, depth, (W, H), K, cam_from_world, registered, moving_tracks,
                              trajectories, reliability, status)
@@ -735,6 +744,16 @@ def _backproject(xy: np.ndarray, z: np.ndarray, K: np.ndarray, pose: np.ndarray)
     cam = np.stack([(xy[:, 0] - K[0, 2]) / K[0, 0] * z, (xy[:, 1] - K[1, 2]) / K[1, 1] * z, z], 1)
     R, t = pose[:3, :3], pose[:3, 3]
     return (cam - t) @ R  # R^T (cam - t)
+
+
+def _distances(points: np.ndarray, seen: np.ndarray, cam_from_world: np.ndarray) -> np.ndarray:
+    """``(M,)`` median over the frames that see each of ``points`` ``(M, 3)`` (``seen`` ``(T, M)``) of its
+    distance to the camera (NaN where none does)."""
+    centres = camera_centres(cam_from_world)  # (T, 3), NaN where unregistered
+    dist = np.linalg.norm(points[None] - centres[:, None], axis=-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(np.where(seen, dist, np.nan), axis=0)
 
 
 def _align(depth, tracks, vis, static, points, cam_from_world, image_size, status, opts) -> DepthAlignment:
