@@ -44,12 +44,14 @@ class DepthAlignment:
         residual: ``(T,)`` robust relative residual of the fit (median absolute
             relative depth error of the static inliers), NaN where not aligned.
         inliers: ``(T,)`` share of the frame's static observations within the fit.
-        persistent: the part of the misfit that stays with a static point from frame to frame:
-            the median over the static points (seen in 3 aligned frames or more) of the absolute
-            median over their frames of the signed relative residual (NaN when too few). Pixel
-            noise averages out over the frames; what is left is a disagreement of shape between the
-            maps and the static cloud (a cloud stretched along depth by a wrong focal length, or
-            maps biased on some surfaces), which every point the maps place inherits.
+        persistent: the part of the misfit that the static points at one depth share in every
+            frame: each static point's median signed relative residual over its frames (pixel
+            noise averages out), the median of those over the points in its depth bin (up to 5
+            bins of 16 points or more: each point's own triangulation error averages out), and the
+            median absolute value of that over the points (NaN with under 8 points seen in 3
+            aligned frames). What is left is a disagreement of shape between the maps and the
+            static cloud along depth (a cloud stretched along depth by a wrong focal length), which
+            every point the maps are fitted through inherits.
     """
 
     kind: str
@@ -185,17 +187,29 @@ def align_depth(depth: np.ndarray, kind: str, tracks: np.ndarray, vis: np.ndarra
 
 def _persistent(kind: str, a: np.ndarray, b: np.ndarray, obs: list) -> float:
     """:attr:`DepthAlignment.persistent` from the frames' ``(map values, camera z, track indices)``."""
-    idx, res = [], []
+    idx, res, depth = [], [], []
     for t, (m, z, n) in enumerate(obs):
         if len(m) and np.isfinite(a[t]) and np.isfinite(b[t]):
             idx.append(n)
             res.append(_relative_residual(kind, a[t], b[t], m, z))
+            depth.append(z)
     if not idx:
         return float("nan")
-    idx, res = np.concatenate(idx), np.concatenate(res)
+    idx, res, depth = np.concatenate(idx), np.concatenate(res), np.concatenate(depth)
     order = np.argsort(idx, kind="stable")
-    idx, res = idx[order], res[order]
+    idx, res, depth = idx[order], res[order], depth[order]
     starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
     counts = np.diff(np.r_[starts, len(idx)])
-    medians = np.array([np.median(res[s:s + c]) for s, c in zip(starts, counts) if c >= 3])
-    return float(np.median(np.abs(medians))) if len(medians) >= _MIN_OBSERVATIONS else float("nan")
+    keep = counts >= 3
+    if keep.sum() < _MIN_OBSERVATIONS:
+        return float("nan")
+    point_res = np.array([np.median(res[s:s + c]) for s, c in zip(starts[keep], counts[keep])])
+    point_z = np.array([np.median(depth[s:s + c]) for s, c in zip(starts[keep], counts[keep])])
+    # A point's own triangulation error stays with it too, but differs from point to point; the
+    # cloud's distortion changes smoothly with depth. Points binned by depth (16 or more per bin, up to
+    # 5 bins): each bin's median residual is what the points at that depth share.
+    bins = int(np.clip(len(point_res) // 16, 1, 5))
+    edges = np.quantile(point_z, np.linspace(0, 1, bins + 1)[1:-1])
+    which = np.searchsorted(edges, point_z)
+    shared = np.array([np.median(point_res[which == k]) for k in range(bins)])[which]
+    return float(np.median(np.abs(shared)))

@@ -10,6 +10,8 @@ Gaussian noise; every point is visible in every frame.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -217,3 +219,94 @@ def test_contiguous_keeps_the_object_and_drops_detached_tracks():
     # A detached set under a fifth of the group goes; at a fifth or more it stays.
     assert dynamic.contiguous(tracks, vis, share=0.4)[:40].all() and not dynamic.contiguous(tracks, vis, share=0.4)[40:].any()
     assert dynamic.contiguous(tracks[:, :3], vis[:, :3]).all()  # too few to judge
+
+
+def _static_depth(scene):
+    """The static tracks and their true camera z ``(T, N)`` (NaN for the others)."""
+    tracks, vis, poses, truth, kinds, group = scene
+    static = kinds == "static"
+    z = np.einsum("tij,tnj->tni", poses[:, :3, :3], truth)[..., 2] + poses[:, None, 2, 3]
+    return static, np.where(static[None], z, np.nan)
+
+
+def _biased_maps(scene, factor):
+    """Metric maps holding each visible point's true camera z times ``factor[n]`` at its pixel."""
+    tracks, vis, poses, truth, kinds, group = scene
+    z = np.einsum("tij,tnj->tni", poses[:, :3, :3], truth)[..., 2] + poses[:, None, 2, 3]
+    maps = np.full((T, H, W), np.nan)
+    for t in range(T):
+        n = np.flatnonzero(vis[t])
+        xy = np.round(tracks[t, n]).astype(int)
+        maps[t, xy[:, 1], xy[:, 0]] = z[t, n] * factor[n]
+    return maps
+
+
+def _step(scene):
+    """``(N,)`` map factors: +4% for the nearest third of the static points' depths, 0 for the middle
+    third and -4% for the farthest."""
+    tracks, vis, poses, truth, kinds, group = scene
+    static, cam_z = _static_depth(scene)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # points never seen: NaN
+        z = np.nanmedian(np.where(vis, np.einsum("tij,tnj->tni", poses[:, :3, :3], truth)[..., 2] + poses[:, None, 2, 3],
+                                  np.nan), axis=0)
+    near, far = np.nanquantile(z[static], [1 / 3, 2 / 3])
+    return np.where(z < near, 1.04, np.where(z > far, 0.96, 1.0))
+
+
+def test_persistent_misfit_is_the_maps_shape_along_depth(scene):
+    tracks, vis, poses, truth, kinds, group = scene
+    static, cam_z = _static_depth(scene)
+    rng = np.random.default_rng(1)
+    exact = _biased_maps(scene, np.ones(len(kinds)))
+    # 5% noise per pixel and frame: each frame's residual is about 0.674 x 5% = 3.4% (the median of
+    # |N(0, 1)| is 0.674), but it averages out over a point's frames and a depth bin's points.
+    noisy = exact * (1 + 0.05 * rng.standard_normal(exact.shape))
+    # Each point off by its own factor within +-5%, the same in every frame (as a point's own
+    # triangulation error is): it averages out over a depth bin's points.
+    scattered = _biased_maps(scene, 1 + rng.uniform(-0.05, 0.05, len(kinds)))
+    # The near third 4% deeper, the far third 4% shallower: the fitted scale is the middle third's
+    # (the median ratio), so two thirds of the points are 4% off.
+    stepped = _biased_maps(scene, _step(scene))
+    fit = {name: align_depth(maps, "metric", tracks, vis, static, cam_z, (W, H))
+           for name, maps in (("exact", exact), ("noisy", noisy), ("scattered", scattered), ("stepped", stepped))}
+    assert fit["exact"].persistent < 0.002
+    assert 0.025 < np.nanmedian(fit["noisy"].residual) < 0.045
+    assert fit["noisy"].persistent < 0.01
+    assert 0.018 < np.nanmedian(fit["scattered"].residual) and fit["scattered"].persistent < 0.01
+    assert 0.03 < fit["stepped"].persistent < 0.045
+    # A per-frame scale and shift takes up part of it (a line through the steps), not all.
+    assert 0.01 < align_depth(stepped, "affine", tracks, vis, static, cam_z, (W, H)).persistent < 0.045
+    assert dynamic.map_shape_error(fit["stepped"]) == pytest.approx(dynamic.MAP_SHAPE_GAIN * fit["stepped"].persistent)
+    assert dynamic.map_shape_error(None) == 0.0
+
+
+def test_points_the_maps_place_inherit_their_misfit_to_the_static_cloud(scene):
+    tracks, vis, poses, truth, kinds, group = scene
+    static, cam_z = _static_depth(scene)
+    factor = np.where(static, _step(scene), 1.0)  # the movers' depths stay exact
+    rel = {}
+    for name, f in (("exact", np.ones(len(kinds))), ("stepped", factor)):
+        maps = _biased_maps(scene, f)
+        alignment = align_depth(maps, "metric", tracks, vis, static, cam_z, (W, H))
+        out, traj, rel[name], err = _lift(scene, alignment=alignment, depth=maps)
+        assert set(out.kind[~static]) == {"depth"}
+    inherited = dynamic.reliability_from_error(dynamic.map_shape_error(alignment))
+    moving = ~static
+    assert (rel["stepped"][moving] <= inherited + 1e-12).all()
+    assert (rel["stepped"][moving] < rel["exact"][moving]).all()
+
+
+def test_static_points_lose_reliability_to_maps_that_disagree_with_them(scene):
+    tracks, vis, poses, truth, kinds, group = scene
+    static = kinds == "static"
+    without = recon.reconstruct(tracks, vis, (W, H), intrinsics=K)
+    exact = recon.reconstruct(tracks, vis, (W, H), intrinsics=K, depth=_biased_maps(scene, np.ones(len(kinds))))
+    stepped = recon.reconstruct(tracks, vis, (W, H), intrinsics=K, depth=_biased_maps(scene, _step(scene)))
+    kept = without.used & ~without.is_dynamic & static
+    assert kept.sum() > 300
+    assert (stepped.reliability[kept] <= without.reliability[kept] + 1e-12).all()
+    assert (exact.reliability[kept] <= without.reliability[kept] + 1e-12).all()
+    # 1.5 x 4% = 6% at the median distance: a reliability of 1 / (1 + 6 / 2) = 0.25 there.
+    assert np.median(stepped.reliability[kept]) < 0.3
+    assert np.median(stepped.reliability[kept]) < np.median(exact.reliability[kept])
