@@ -52,6 +52,9 @@ class DepthAlignment:
             aligned frames). What is left is a disagreement of shape between the maps and the
             static cloud along depth (a cloud stretched along depth by a wrong focal length), which
             every point the maps are fitted through inherits.
+        point_misfit: ``(N,)`` each static point's own median signed relative residual over the
+            aligned frames that see it (3 or more; NaN otherwise or where not static): how far its
+            triangulated depth is from the maps'.
     """
 
     kind: str
@@ -60,6 +63,7 @@ class DepthAlignment:
     residual: np.ndarray
     inliers: np.ndarray
     persistent: float = float("nan")
+    point_misfit: np.ndarray | None = None
 
     @property
     def aligned(self) -> np.ndarray:
@@ -182,11 +186,13 @@ def align_depth(depth: np.ndarray, kind: str, tracks: np.ndarray, vis: np.ndarra
         for t, (m, z, _) in enumerate(obs):
             if len(m) >= _MIN_OBSERVATIONS:
                 a[t], b[t], residual[t], inliers[t] = _fit(kind, m, z, rng)
-    return DepthAlignment(kind, a, b, residual, inliers, _persistent(kind, a, b, obs))
+    return DepthAlignment(kind, a, b, residual, inliers, *_persistent(kind, a, b, obs, len(static)))
 
 
-def _persistent(kind: str, a: np.ndarray, b: np.ndarray, obs: list) -> float:
-    """:attr:`DepthAlignment.persistent` from the frames' ``(map values, camera z, track indices)``."""
+def _persistent(kind: str, a: np.ndarray, b: np.ndarray, obs: list, N: int) -> tuple[float, np.ndarray]:
+    """:attr:`DepthAlignment.persistent` and ``point_misfit`` from the frames' ``(map values, camera z,
+    track indices)``."""
+    misfit = np.full(N, np.nan)
     idx, res, depth = [], [], []
     for t, (m, z, n) in enumerate(obs):
         if len(m) and np.isfinite(a[t]) and np.isfinite(b[t]):
@@ -194,16 +200,17 @@ def _persistent(kind: str, a: np.ndarray, b: np.ndarray, obs: list) -> float:
             res.append(_relative_residual(kind, a[t], b[t], m, z))
             depth.append(z)
     if not idx:
-        return float("nan")
+        return float("nan"), misfit
     idx, res, depth = np.concatenate(idx), np.concatenate(res), np.concatenate(depth)
     order = np.argsort(idx, kind="stable")
     idx, res, depth = idx[order], res[order], depth[order]
     starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
     counts = np.diff(np.r_[starts, len(idx)])
     keep = counts >= 3
-    if keep.sum() < _MIN_OBSERVATIONS:
-        return float("nan")
     point_res = np.array([np.median(res[s:s + c]) for s, c in zip(starts[keep], counts[keep])])
+    misfit[idx[starts[keep]]] = point_res
+    if keep.sum() < _MIN_OBSERVATIONS:
+        return float("nan"), misfit
     point_z = np.array([np.median(depth[s:s + c]) for s, c in zip(starts[keep], counts[keep])])
     # A point's own triangulation error stays with it too, but differs from point to point; the
     # cloud's distortion changes smoothly with depth. Points binned by depth (16 or more per bin, up to
@@ -212,4 +219,4 @@ def _persistent(kind: str, a: np.ndarray, b: np.ndarray, obs: list) -> float:
     edges = np.quantile(point_z, np.linspace(0, 1, bins + 1)[1:-1])
     which = np.searchsorted(edges, point_z)
     shared = np.array([np.median(point_res[which == k]) for k in range(bins)])[which]
-    return float(np.median(np.abs(shared)))
+    return float(np.median(np.abs(shared))), misfit

@@ -494,13 +494,17 @@ def reconstruct(tracks, visibility, image_size, confidence=None, intrinsics=None
         if depth is not None and status.cameras == "solved":
             alignment = _align(depth, tracks, vis, static, points, cam_from_world, (W, H), status, opts)
             shape = dynamic.map_shape_error(alignment)
-            if shape > 0 and static.any():
+            if static.any() and alignment.point_misfit is not None:
                 # The maps' persistent misfit measures the static cloud's own distortion along depth,
-                # which grows with distance (a focal length off stretches far points most).
+                # which grows with distance (a focal length off stretches far points most); and each
+                # static point's own misfit, how far its depth is from the maps'.
                 distance = _distances(points[static], vis[:, static] & registered[:, None], cam_from_world)
-                reach = distance / np.nanmedian(distance)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    reach = np.nan_to_num(distance / np.nanmedian(distance), nan=1.0)
+                own = np.nan_to_num(alignment.point_misfit[static], nan=0.0)
                 reliability[static] = dynamic.reliability_from_error(
-                    np.hypot(static_error, shape * np.nan_to_num(reach, nan=1.0)))
+                    np.sqrt(static_error ** 2 + (shape * reach) ** 2 + own ** 2))
         elif depth is not None and opts.depth_kind == "metric":
             _lift_with_depth(tracks, vis, depth, (W, H), K, cam_from_world, registered, moving_tracks,
                              trajectories, reliability, status)
@@ -760,7 +764,7 @@ def _align(depth, tracks, vis, static, points, cam_from_world, image_size, statu
     """Depth maps fitted to the static points (:func:`recon.depth.align_depth`), with a note."""
     T = len(depth)
     if opts.depth_kind == "metric" and not opts.depth_scale_from_static:
-        return DepthAlignment("metric", np.ones(T), np.zeros(T), np.full(T, np.nan), np.zeros(T))
+        return DepthAlignment("metric", np.ones(T), np.zeros(T), np.full(T, np.nan), np.zeros(T))  # no misfit known
     known = static & np.isfinite(points).all(1)
     cam_z = np.full(vis.shape, np.nan)
     cam_z[:, known] = to_camera(points[known], cam_from_world)[..., 2]
