@@ -192,8 +192,10 @@ class Reconstruction:
             unknown), from each point's predicted relative error (error over its
             distance to the camera) by :func:`recon.dynamic.reliability_from_error`:
             1% gives 0.67, 10% gives 0.17. Static points: their rays' angular
-            error over the angle between them (:func:`triangulation_error`);
-            moving points: see :mod:`recon.dynamic`.
+            error over the angle between them (:func:`triangulation_error`), and
+            with depth maps their own misfit to the maps and the maps' shared misfit
+            along depth (:attr:`recon.depth.DepthAlignment.persistent`, in proportion
+            to the point's distance); moving points: see :mod:`recon.dynamic`.
         status: :class:`Status`.
         points: ``(M, 3)`` the static point cloud (rows of ``trajectories`` that are static and known).
         point_tracks: ``(M,)`` the track index of each static point.

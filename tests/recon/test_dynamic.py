@@ -264,7 +264,8 @@ def test_persistent_misfit_is_the_maps_shape_along_depth(scene):
     noisy = exact * (1 + 0.05 * rng.standard_normal(exact.shape))
     # Each point off by its own factor within +-5%, the same in every frame (as a point's own
     # triangulation error is): it averages out over a depth bin's points.
-    scattered = _biased_maps(scene, 1 + rng.uniform(-0.05, 0.05, len(kinds)))
+    scattered_factor = 1 + rng.uniform(-0.05, 0.05, len(kinds))
+    scattered = _biased_maps(scene, scattered_factor)
     # The near third 4% deeper, the far third 4% shallower: the fitted scale is the middle third's
     # (the median ratio), so two thirds of the points are 4% off.
     stepped = _biased_maps(scene, _step(scene))
@@ -274,6 +275,12 @@ def test_persistent_misfit_is_the_maps_shape_along_depth(scene):
     assert 0.025 < np.nanmedian(fit["noisy"].residual) < 0.045
     assert fit["noisy"].persistent < 0.01
     assert 0.018 < np.nanmedian(fit["scattered"].residual) and fit["scattered"].persistent < 0.01
+    # ... but it is each point's own misfit: its map value over its depth, at the fitted scale.
+    misfit = fit["scattered"].point_misfit
+    seen = np.isfinite(misfit)
+    assert seen.sum() > 300 and not seen[~static].any()
+    expected = fit["scattered"].a[0] * scattered_factor - 1
+    assert np.mean(np.abs(misfit[seen] - expected[seen]) < 1e-9) > 0.95  # all but pixels two points share
     assert 0.03 < fit["stepped"].persistent < 0.045
     # A per-frame scale and shift takes up part of it (a line through the steps), not all.
     assert 0.01 < align_depth(stepped, "affine", tracks, vis, static, cam_z, (W, H)).persistent < 0.045
