@@ -127,10 +127,12 @@ UNDECIDED_ERROR = 0.2
 MAP_SHAPE_GAIN = 1.5
 """Predicted relative error of a point placed by depth maps, per unit of the maps' persistent misfit to
 the static points (:attr:`recon.depth.DepthAlignment.persistent`). On the benchmark's movers_3d and
-mover_dominated scenes with metric maps (2026-12-06), the points the maps placed lay 0.7-1.5 times
-the maps' median misfit off, and the static points' median error was 0.7-1.7 times it: the misfit is
-the static cloud's own distortion (a focal length off by 1-2% stretches it along depth), shared by
-every point the maps are scaled to."""
+mover_dominated scenes with metric maps (2026-12-06), the points the maps placed lay 1.2-2.4 times the
+persistent misfit off (median 1.5) where it was over 0.2% (8 scenes; 4.3 and 6.2 times below), and the
+static points 1.2-2.1 times: the misfit is the static cloud's own distortion along depth (a focal
+length 1-2.4% off stretches it), shared by every point the maps are fitted through. With
+affine_disparity maps it reads 0.1-0.2% on those scenes whatever the focal: a per-frame scale and
+shift of inverse depth takes up the stretch."""
 
 
 def map_shape_error(alignment: DepthAlignment | None) -> float:
