@@ -762,6 +762,11 @@ def _distances(points: np.ndarray, seen: np.ndarray, cam_from_world: np.ndarray)
         return np.nanmedian(np.where(seen, dist, np.nan), axis=0)
 
 
+SHAPE_NOTICE = 0.01
+"""A persistent misfit of the depth maps to the static points (:attr:`recon.depth.DepthAlignment.persistent`)
+over this is said in the status."""
+
+
 def _align(depth, tracks, vis, static, points, cam_from_world, image_size, status, opts) -> DepthAlignment:
     """Depth maps fitted to the static points (:func:`recon.depth.align_depth`), with a note."""
     T = len(depth)
@@ -779,6 +784,10 @@ def _align(depth, tracks, vis, static, points, cam_from_world, image_size, statu
         status.note(f"{opts.depth_kind} depth maps aligned to the static points in {int(ok.sum())}/{T} frames "
                     f"(median relative residual {np.nanmedian(alignment.residual) if ok.any() else np.nan:.3f}, "
                     f"inliers {np.mean(alignment.inliers[ok]) if ok.any() else 0:.0%})")
+    if np.isfinite(alignment.persistent) and alignment.persistent > SHAPE_NOTICE:
+        status.note(f"warning: the depth maps and the static cloud disagree along depth by "
+                    f"{alignment.persistent:.1%} in every frame (the cloud stretched along depth: a focal length off "
+                    "by about as much, or maps biased with depth); every point's reliability says so")
     return alignment
 
 

@@ -10,6 +10,7 @@ Gaussian noise; every point is visible in every frame.
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -317,3 +318,6 @@ def test_static_points_lose_reliability_to_maps_that_disagree_with_them(scene):
     # 1.5 x 4% = 6% at the median distance: a reliability of 1 / (1 + 6 / 2) = 0.25 there.
     assert np.median(stepped.reliability[kept]) < 0.3
     assert np.median(stepped.reliability[kept]) < np.median(exact.reliability[kept])
+    said = [line for line in stepped.status.messages if "disagree along depth" in line]
+    assert len(said) == 1, stepped.status.messages
+    assert float(re.search(r"by ([0-9.]+)%", said[0]).group(1)) >= 3.0  # the 4% steps (less what the scale takes)
