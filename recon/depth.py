@@ -207,11 +207,12 @@ def _persistent(kind: str, a: np.ndarray, b: np.ndarray, obs: list, N: int) -> t
     starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
     counts = np.diff(np.r_[starts, len(idx)])
     keep = counts >= 3
-    point_res = np.array([np.median(res[s:s + c]) for s, c in zip(starts[keep], counts[keep])])
+    per_point = np.array([(np.median(res[s:s + c]), np.median(depth[s:s + c]))
+                          for s, c in zip(starts[keep], counts[keep])]).reshape(-1, 2)
+    point_res, point_z = per_point[:, 0], per_point[:, 1]
     misfit[idx[starts[keep]]] = point_res
     if keep.sum() < _MIN_OBSERVATIONS:
         return float("nan"), misfit
-    point_z = np.array([np.median(depth[s:s + c]) for s, c in zip(starts[keep], counts[keep])])
     # A point's own triangulation error stays with it too, but differs from point to point; the
     # cloud's distortion changes smoothly with depth. Points binned by depth (16 or more per bin, up to
     # 5 bins): each bin's median residual is what the points at that depth share.

@@ -838,7 +838,7 @@ def lift_moving(tracks: np.ndarray, vis: np.ndarray, K: np.ndarray, cam_from_wor
                 kind[n] = "line"
                 error = max(0.6 * hover_scatter[n], noise)
             # Its motion along its rays is not seen: its depth is a guess (20% predicted error; on the
-            # benchmark's tiers such points were 20-35% off), and the more its rays scatter about their intersection (the more it moves
-            # across them), the more it likely moves along them too.
+            # benchmark's tiers such points were 20-35% off), and the more its rays scatter about their
+            # intersection (the more it moves across them), the more it likely moves along them too.
             reliability[n] = reliability_from_error(UNDECIDED_ERROR + 2 * error)
     return MovingResult(results, kind.astype(str))

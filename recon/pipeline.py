@@ -52,7 +52,7 @@ import numpy as np
 
 from recon import colmap, dynamic, rotation, separation
 from recon.depth import DEPTH_KINDS, DepthAlignment, align_depth, sample
-from recon.geometry import camera_centres, to_camera
+from recon.geometry import to_camera
 
 logger = logging.getLogger(__name__)
 
@@ -755,8 +755,7 @@ def _backproject(xy: np.ndarray, z: np.ndarray, K: np.ndarray, pose: np.ndarray)
 def _distances(points: np.ndarray, seen: np.ndarray, cam_from_world: np.ndarray) -> np.ndarray:
     """``(M,)`` median over the frames that see each of ``points`` ``(M, 3)`` (``seen`` ``(T, M)``) of its
     distance to the camera (NaN where none does)."""
-    centres = camera_centres(cam_from_world)  # (T, 3), NaN where unregistered
-    dist = np.linalg.norm(points[None] - centres[:, None], axis=-1)
+    dist = np.linalg.norm(to_camera(points, cam_from_world), axis=-1)  # (T, M), NaN where unregistered
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmedian(np.where(seen, dist, np.nan), axis=0)

@@ -249,8 +249,8 @@ def _step(scene):
     static, cam_z = _static_depth(scene)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # points never seen: NaN
-        z = np.nanmedian(np.where(vis, np.einsum("tij,tnj->tni", poses[:, :3, :3], truth)[..., 2] + poses[:, None, 2, 3],
-                                  np.nan), axis=0)
+        z = np.einsum("tij,tnj->tni", poses[:, :3, :3], truth)[..., 2] + poses[:, None, 2, 3]
+        z = np.nanmedian(np.where(vis, z, np.nan), axis=0)
     near, far = np.nanquantile(z[static], [1 / 3, 2 / 3])
     return np.where(z < near, 1.04, np.where(z > far, 0.96, 1.0))
 
